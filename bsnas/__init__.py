@@ -1,0 +1,25 @@
+"""bsnas: search efficient CNNs built from blueprint separable convolutions (BSConv)."""
+
+from __future__ import annotations
+
+from bsnas.build import build_model
+from bsnas.errors import BsnasError
+from bsnas.layers import create_conv, reg_loss
+from bsnas.profile import profile
+from bsnas.spec import ArchSpec, load_spec, save_spec
+from bsnas.zoo import create_model, get_spec, list_models
+
+__all__ = [
+    "ArchSpec",
+    "BsnasError",
+    "build_model",
+    "create_conv",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "load_spec",
+    "profile",
+    "reg_loss",
+    "save_spec",
+]
+__version__ = "0.1.0"

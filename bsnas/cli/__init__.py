@@ -1,0 +1,46 @@
+"""The `bsnas` command line: a thin shell over the library.
+
+Each sub-command lives in its own module of this package with two functions,
+`add_parser(subparsers)` and `run(args) -> int`; `COMMANDS` lists them.
+User errors (`BsnasError`) become one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bsnas.errors import BsnasError
+
+__all__ = ["main"]
+
+COMMANDS = ("zoo", "profile")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(prog="bsnas", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"bsnas.cli.{name}")
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 user error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except BsnasError as error:
+        print(f"bsnas: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bsnas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

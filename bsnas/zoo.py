@@ -1,0 +1,218 @@
+"""The published BSConv model zoo, each model generated as an ArchSpec from its name.
+
+Grammar of names (`[cifar_]` selects the CIFAR form: 32x32 input, stem stride 1):
+
+    [cifar_]mobilenetv1_w<N>[d<D>][_bsconvu][_pfd]
+    [cifar_]mobilenetv2_w<N>[d<D>][_bsconvs_p1d6][_pfd]
+    [cifar_]mobilenetv3_{small,large}_w<N>[d<D>][_bsconvs_p1d6][_pfd]
+    cifar_resnet{20,56,110,302,602}[_bsconvu|_bsconvs_p<X>d<Y>]
+    resnet{10,18,26,34,68,102}[_bsconvu|_bsconvs_p<X>d<Y>]
+    cifar_wrn{16,28,40}_<k>[_bsconvu|_bsconvs_p<X>d<Y>]
+
+`w<N>d<D>` is the width multiplier N/D (w1, w3d4, w1d2, w7d20); `_pfd` applies padding-free
+downsampling (stem block and max-pool branches at stride-2 blocks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from fractions import Fraction
+from pathlib import Path
+
+from bsnas.errors import BsnasError
+from bsnas.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec, load_spec
+
+__all__ = ["GRAMMAR", "get_spec", "create_model", "list_models", "resolve_spec", "zoo_family"]
+
+GRAMMAR = __doc__.split("\n\n")[1].strip("\n")
+
+_MOBILENET = re.compile(
+    r"^(?P<cifar>cifar_)?mobilenet(?P<version>v1|v2|v3_small|v3_large)_w(?P<num>\d+)(?:d(?P<den>\d+))?"
+    r"(?P<variant>_bsconvu|_bsconvs_p1d6)?(?P<pfd>_pfd)?$")
+_RESNET = re.compile(
+    r"^(?:(?P<cifar>cifar_)resnet(?P<cifar_depth>20|56|110|302|602)|resnet(?P<depth>10|18|26|34|68|102)"
+    r"|cifar_wrn(?P<wrn_depth>16|28|40)_(?P<k>\d+))(?P<variant>_bsconvu|_bsconvs_p(?P<pn>\d+)d(?P<pd>\d+))?$")
+
+_CIFAR_ALPHA, _IMAGENET_ALPHA = 0.01, 0.1  # orthonormal-loss weight of the paper
+
+# MobileNet tables: per stage (out_channels, mid_channels) of each unit, stage strides (CIFAR, ImageNet).
+_V1_STAGES = [[64], [128, 128], [256, 256], [512] * 6, [1024, 1024]]
+_V2_STAGES = [[16], [24, 24], [32] * 3, [64] * 4 + [96] * 3, [160] * 3 + [320]]
+_V2_MIDS = [[32], [96, 144], [144, 192, 192], [192, 384, 384, 384, 384, 576, 576], [576, 960, 960, 960]]
+_V3 = {
+    "large": dict(
+        stages=[[16], [24, 24], [40] * 3, [80] * 4 + [112] * 2, [160] * 3],
+        mids=[[16], [64, 72], [72, 120, 120], [240, 200, 184, 184, 480, 672], [672, 960, 960]],
+        se=[[0], [0, 0], [1, 1, 1], [0, 0, 0, 0, 1, 1], [1, 1, 1]],
+        kernels=[3, 3, 5, 3, 5], acts=["relu", "relu", "relu", "hswish", "hswish"],
+        strides=([1, 1, 2, 2, 2], [1, 2, 2, 2, 2]), head=960, head_se=False),
+    "small": dict(
+        stages=[[16], [24, 24], [40, 40, 40, 48, 48], [96, 96, 96]],
+        mids=[[16], [72, 88], [96, 240, 240, 120, 144], [288, 576, 576]],
+        se=[[1], [0, 0], [1] * 5, [1] * 3],
+        kernels=[3, 3, 5, 5], acts=["relu", "relu", "hswish", "hswish"],
+        strides=([1, 2, 2, 2], [2, 2, 2, 2]), head=576, head_se=True),
+}
+_MOBILENET_STRIDES = ([1, 1, 2, 2, 2], [1, 2, 2, 2, 2])
+_RESNET_UNITS = {20: 3, 56: 9, 110: 18, 302: 50, 602: 100}
+_IMAGENET_RESNET_UNITS = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2], 26: [3, 3, 3, 3], 34: [3, 4, 6, 3],
+                          68: [3, 4, 23, 3], 102: [3, 8, 36, 3]}
+_WRN_UNITS = {16: 2, 28: 4, 40: 6}
+
+
+def _scale(channels: int, width: Fraction) -> int:
+    return int(channels * width)
+
+
+def _stage_strides(stages: list[list], strides: list[int]) -> list[int]:
+    """Stride of every unit: the stage's stride for its first unit, 1 for the rest."""
+    return [stride if i == 0 else 1 for stage, stride in zip(stages, strides) for i in range(len(stage))]
+
+
+def _mobilenet(version: str, width: Fraction, cifar: bool, variant: str | None) -> tuple[StemSpec, list, HeadSpec]:
+    index = 0 if cifar else 1
+    if version == "v1":
+        op = "bsconv_u" if variant == "_bsconvu" else "dsc"
+        outs = [c for stage in _V1_STAGES for c in stage]
+        strides = _stage_strides(_V1_STAGES, _MOBILENET_STRIDES[index])
+        blocks = [BlockSpec("conv", op, _scale(c, width), 3, s) for c, s in zip(outs, strides)]
+        return StemSpec(_scale(32, width), 3, 1 + index), blocks, HeadSpec()
+    op = "bsconv_s" if variant else "bsconv_u"
+    head_scale = (lambda c: _scale(c, width)) if width > 1 else (lambda c: c)
+    if version == "v2":
+        outs = [c for stage in _V2_STAGES for c in stage]
+        mids = [c for stage in _V2_MIDS for c in stage]
+        strides = _stage_strides(_V2_STAGES, _MOBILENET_STRIDES[index])
+        blocks = [BlockSpec("inverted", op, _scale(c, width), 3, s, "relu6", _scale(m, width))
+                  for c, m, s in zip(outs, mids, strides)]
+        stem = StemSpec(_scale(32, width), 3, 1 + index, act="relu6")
+        return stem, blocks, HeadSpec(conv_channels=head_scale(1280), act="relu6")
+    table = _V3[version.split("_")[1]]
+    blocks = []
+    units = zip(table["stages"], table["mids"], table["se"], table["kernels"], table["acts"], table["strides"][index])
+    for outs, mids, ses, kernel, act, stride in units:
+        for i, (c, m, se) in enumerate(zip(outs, mids, ses)):
+            blocks.append(BlockSpec("inverted", op, _scale(c, width), kernel, stride if i == 0 else 1, act,
+                                    _scale(m, width), bool(se)))
+    stem = StemSpec(_scale(16, width), 3, 1 + index, act="hswish")
+    return stem, blocks, HeadSpec(conv_channels=head_scale(table["head"]), se=table["head_se"], act="hswish")
+
+
+def _padding_free(stem: StemSpec, blocks: list[BlockSpec]) -> tuple[StemSpec, list[BlockSpec]]:
+    """Padding-free downsampling: the stem block and a max-pool branch at every stride-2 block."""
+    stem = dataclasses.replace(stem, padding_free=True)
+    blocks = [dataclasses.replace(b, padding_free=True) if b.stride == 2 else b for b in blocks]
+    return stem, blocks
+
+
+def _resnet(match: re.Match) -> tuple[StemSpec, list, HeadSpec, bool]:
+    if match["depth"]:
+        units = _IMAGENET_RESNET_UNITS[int(match["depth"])]
+        stem = StemSpec(64, 7, 2, max_pool=True)
+        widths, block_type, head = [64, 128, 256, 512], "basic", HeadSpec()
+    elif match["cifar_depth"]:
+        units = [_RESNET_UNITS[int(match["cifar_depth"])]] * 3
+        stem = StemSpec(16, 3, 1)
+        widths, block_type, head = [16, 32, 64], "basic", HeadSpec()
+    else:
+        k = int(match["k"])
+        if k < 1:
+            raise BsnasError(f"model name {match.string!r}: the WRN width k must be >= 1")
+        units = [_WRN_UNITS[int(match["wrn_depth"])]] * 3
+        stem = StemSpec(16, 3, 1, act=None, bn=False)
+        widths, block_type, head = [16 * k, 32 * k, 64 * k], "preact", HeadSpec(bn_act=True)
+    blocks = [BlockSpec(block_type, "regular", width, 3, 2 if (i == 0 and stage > 0) else 1)
+              for stage, (width, n) in enumerate(zip(widths, units)) for i in range(n)]
+    return stem, blocks, head, match["depth"] is None
+
+
+def _bsconv_layer(layer, variant: str, p: float | None):
+    """Replace a 3x3/5x5 regular layer's operator by BSConv-U (no inner BN) or BSConv-S (inner BN)."""
+    if layer.op != "regular" or layer.kernel_size not in (3, 5):
+        return layer
+    if variant == "_bsconvu":
+        return dataclasses.replace(layer, op="bsconv_u", inner_bn=False)
+    return dataclasses.replace(layer, op="bsconv_s", p=p, inner_bn=True)
+
+
+def get_spec(name: str, num_classes: int | None = None, in_channels: int = 3) -> ArchSpec:
+    """The ArchSpec of a zoo model; `num_classes` defaults to 10 (CIFAR forms) or 1000 (ImageNet forms)."""
+    alpha = 0.0
+    if match := _MOBILENET.match(name):
+        num, den = int(match["num"]), int(match["den"] or 1)
+        if num < 1 or den < 1:
+            raise BsnasError(f"model name {name!r}: the width w<N>d<D> needs N, D >= 1")
+        cifar, variant = bool(match["cifar"]), match["variant"]
+        version = match["version"]
+        allowed = "_bsconvu" if version == "v1" else "_bsconvs_p1d6"
+        if variant not in (None, allowed):
+            raise BsnasError(f"model name {name!r}: mobilenet{version} takes the variant {allowed} only")
+        stem, blocks, head = _mobilenet(version, Fraction(num, den), cifar, variant)
+        if match["pfd"]:
+            stem, blocks = _padding_free(stem, blocks)
+        if variant == "_bsconvs_p1d6":
+            alpha = _CIFAR_ALPHA if cifar else _IMAGENET_ALPHA
+    elif match := _RESNET.match(name):
+        stem, blocks, head, cifar = _resnet(match)
+        variant = match["variant"]
+        if variant:
+            p = None
+            if variant != "_bsconvu":
+                pn, pd = int(match["pn"]), int(match["pd"])
+                if not 0 < pn <= pd:
+                    raise BsnasError(f"model name {name!r}: _bsconvs_p<X>d<Y> needs 0 < X <= Y")
+                p = pn / pd
+                alpha = _CIFAR_ALPHA if cifar else _IMAGENET_ALPHA
+            stem = _bsconv_layer(stem, variant, p)
+            blocks = [_bsconv_layer(b, variant, p) for b in blocks]
+    else:
+        raise BsnasError(f"unknown model name {name!r}; valid names follow this grammar:\n{GRAMMAR}")
+    if num_classes is None:
+        num_classes = 10 if cifar else 1000
+    return ArchSpec(name=name, stem=stem, blocks=tuple(blocks), head=head, num_classes=num_classes,
+                    in_channels=in_channels, alpha=alpha)
+
+
+def create_model(name: str, num_classes: int | None = None, in_channels: int = 3):
+    """Build a zoo model (timm-style `create_model`) through its ArchSpec."""
+    from bsnas.build import build_model
+
+    return build_model(get_spec(name, num_classes, in_channels))
+
+
+def zoo_family(name: str) -> str:
+    """`mobilenet` or `resnet`: the search-space family a zoo name belongs to."""
+    return "mobilenet" if _MOBILENET.match(name) else "resnet"
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names of the zoo models of the published tables (and their ImageNet and padding-free forms)."""
+    widths = {"v1": ["w1", "w3d4", "w1d2", "w1d4"], "v2": ["w1", "w3d4", "w1d2", "w1d4"],
+              "v3_small": ["w1", "w3d4", "w1d2", "w7d20"], "v3_large": ["w1", "w3d4", "w1d2", "w7d20"]}
+    names = []
+    for prefix in ("cifar_", ""):
+        for version, ws in widths.items():
+            variant = "_bsconvu" if version == "v1" else "_bsconvs_p1d6"
+            for w in ws:
+                for v in ("", variant):
+                    for pfd in ("", "_pfd"):
+                        names.append(f"{prefix}mobilenet{version}_{w}{v}{pfd}")
+    resnet_variants = ("", "_bsconvu", "_bsconvs_p1d4")
+    names += [f"cifar_resnet{d}{v}" for d in _RESNET_UNITS for v in resnet_variants]
+    names += [f"cifar_wrn{d}_{k}{v}" for d in _WRN_UNITS for k in (1, 2, 3, 4, 6, 8, 10, 12)
+              for v in resnet_variants]
+    names += [f"resnet{d}{v}" for d in _IMAGENET_RESNET_UNITS for v in resnet_variants]
+    if pattern:
+        names = [n for n in names if re.search(pattern, n)]
+    return names
+
+
+def resolve_spec(name_or_path: str, num_classes: int | None = None, in_channels: int | None = None) -> ArchSpec:
+    """A zoo name or a spec YAML path to an ArchSpec; `num_classes`/`in_channels` override when given."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        spec = load_spec(path)
+        changes = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels)) if v is not None}
+        return dataclasses.replace(spec, **changes) if changes else spec
+    return get_spec(name_or_path, num_classes, 3 if in_channels is None else in_channels)
