@@ -60,7 +60,8 @@ class InvertedResidual(nn.Module):
         if block.op == "regular":
             layers = [ConvBNAct(in_channels, mid, k, s, act)]
         elif block.op == "dsc":
-            layers = [depthwise_block(in_channels, k, s, act, block.padding_free), ConvBNAct(in_channels, mid, 1, 1, act)]
+            layers = [depthwise_block(in_channels, k, s, act, block.padding_free),
+                      ConvBNAct(in_channels, mid, 1, 1, act)]
         else:
             layers = [ConvBNAct(in_channels, mid, 1, 1, act), depthwise_block(mid, k, s, act, block.padding_free)]
         if block.se:

@@ -124,7 +124,7 @@ def spec_to_dict(spec: ArchSpec) -> dict[str, Any]:
 
 def spec_to_yaml(spec: ArchSpec) -> str:
     """YAML text of the spec; `spec_from_dict(yaml.safe_load(text))` gives the same spec back."""
-    return yaml.safe_dump(spec_to_dict(spec), sort_keys=False, default_flow_style=None, width=100)
+    return yaml.safe_dump(spec_to_dict(spec), sort_keys=False, default_flow_style=None, width=1000)
 
 
 def save_spec(spec: ArchSpec, path: str | Path) -> Path:

@@ -1,14 +1,7 @@
 """The published BSConv model zoo, each model generated as an ArchSpec from its name.
 
-Grammar of names (`[cifar_]` selects the CIFAR form: 32x32 input, stem stride 1):
-
-    [cifar_]mobilenetv1_w<N>[d<D>][_bsconvu][_pfd]
-    [cifar_]mobilenetv2_w<N>[d<D>][_bsconvs_p1d6][_pfd]
-    [cifar_]mobilenetv3_{small,large}_w<N>[d<D>][_bsconvs_p1d6][_pfd]
-    cifar_resnet{20,56,110,302,602}[_bsconvu|_bsconvs_p<X>d<Y>]
-    resnet{10,18,26,34,68,102}[_bsconvu|_bsconvs_p<X>d<Y>]
-    cifar_wrn{16,28,40}_<k>[_bsconvu|_bsconvs_p<X>d<Y>]
-
+`GRAMMAR` below lists the valid names. `[cifar_]` selects the CIFAR form (32x32 input, stem stride 1,
+10 classes by default); without it the ImageNet form (224x224, standard strides, 1000 classes).
 `w<N>d<D>` is the width multiplier N/D (w1, w3d4, w1d2, w7d20); `_pfd` applies padding-free
 downsampling (stem block and max-pool branches at stride-2 blocks).
 """
@@ -25,7 +18,13 @@ from bsnas.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec, load_spec
 
 __all__ = ["GRAMMAR", "get_spec", "create_model", "list_models", "resolve_spec", "zoo_family"]
 
-GRAMMAR = __doc__.split("\n\n")[1].strip("\n")
+GRAMMAR = """\
+    [cifar_]mobilenetv1_w<N>[d<D>][_bsconvu][_pfd]
+    [cifar_]mobilenetv2_w<N>[d<D>][_bsconvs_p1d6][_pfd]
+    [cifar_]mobilenetv3_{small,large}_w<N>[d<D>][_bsconvs_p1d6][_pfd]
+    cifar_resnet{20,56,110,302,602}[_bsconvu|_bsconvs_p<X>d<Y>]
+    resnet{10,18,26,34,68,102}[_bsconvu|_bsconvs_p<X>d<Y>]
+    cifar_wrn{16,28,40}_<k>[_bsconvu|_bsconvs_p<X>d<Y>]"""
 
 _MOBILENET = re.compile(
     r"^(?P<cifar>cifar_)?mobilenet(?P<version>v1|v2|v3_small|v3_large)_w(?P<num>\d+)(?:d(?P<den>\d+))?"
@@ -67,7 +66,7 @@ def _scale(channels: int, width: Fraction) -> int:
 
 def _stage_strides(stages: list[list], strides: list[int]) -> list[int]:
     """Stride of every unit: the stage's stride for its first unit, 1 for the rest."""
-    return [stride if i == 0 else 1 for stage, stride in zip(stages, strides) for i in range(len(stage))]
+    return [stride if i == 0 else 1 for stage, stride in zip(stages, strides, strict=True) for i in range(len(stage))]
 
 
 def _mobilenet(version: str, width: Fraction, cifar: bool, variant: str | None) -> tuple[StemSpec, list, HeadSpec]:
@@ -76,7 +75,7 @@ def _mobilenet(version: str, width: Fraction, cifar: bool, variant: str | None) 
         op = "bsconv_u" if variant == "_bsconvu" else "dsc"
         outs = [c for stage in _V1_STAGES for c in stage]
         strides = _stage_strides(_V1_STAGES, _MOBILENET_STRIDES[index])
-        blocks = [BlockSpec("conv", op, _scale(c, width), 3, s) for c, s in zip(outs, strides)]
+        blocks = [BlockSpec("conv", op, _scale(c, width), 3, s) for c, s in zip(outs, strides, strict=True)]
         return StemSpec(_scale(32, width), 3, 1 + index), blocks, HeadSpec()
     op = "bsconv_s" if variant else "bsconv_u"
     head_scale = (lambda c: _scale(c, width)) if width > 1 else (lambda c: c)
@@ -85,14 +84,15 @@ def _mobilenet(version: str, width: Fraction, cifar: bool, variant: str | None) 
         mids = [c for stage in _V2_MIDS for c in stage]
         strides = _stage_strides(_V2_STAGES, _MOBILENET_STRIDES[index])
         blocks = [BlockSpec("inverted", op, _scale(c, width), 3, s, "relu6", _scale(m, width))
-                  for c, m, s in zip(outs, mids, strides)]
+                  for c, m, s in zip(outs, mids, strides, strict=True)]
         stem = StemSpec(_scale(32, width), 3, 1 + index, act="relu6")
         return stem, blocks, HeadSpec(conv_channels=head_scale(1280), act="relu6")
     table = _V3[version.split("_")[1]]
     blocks = []
-    units = zip(table["stages"], table["mids"], table["se"], table["kernels"], table["acts"], table["strides"][index])
+    units = zip(table["stages"], table["mids"], table["se"], table["kernels"], table["acts"], table["strides"][index],
+                strict=True)
     for outs, mids, ses, kernel, act, stride in units:
-        for i, (c, m, se) in enumerate(zip(outs, mids, ses)):
+        for i, (c, m, se) in enumerate(zip(outs, mids, ses, strict=True)):
             blocks.append(BlockSpec("inverted", op, _scale(c, width), kernel, stride if i == 0 else 1, act,
                                     _scale(m, width), bool(se)))
     stem = StemSpec(_scale(16, width), 3, 1 + index, act="hswish")
@@ -123,7 +123,7 @@ def _resnet(match: re.Match) -> tuple[StemSpec, list, HeadSpec, bool]:
         stem = StemSpec(16, 3, 1, act=None, bn=False)
         widths, block_type, head = [16 * k, 32 * k, 64 * k], "preact", HeadSpec(bn_act=True)
     blocks = [BlockSpec(block_type, "regular", width, 3, 2 if (i == 0 and stage > 0) else 1)
-              for stage, (width, n) in enumerate(zip(widths, units)) for i in range(n)]
+              for stage, (width, n) in enumerate(zip(widths, units, strict=True)) for i in range(n)]
     return stem, blocks, head, match["depth"] is None
 
 
@@ -204,7 +204,11 @@ def list_models(pattern: str | None = None) -> list[str]:
               for v in resnet_variants]
     names += [f"resnet{d}{v}" for d in _IMAGENET_RESNET_UNITS for v in resnet_variants]
     if pattern:
-        names = [n for n in names if re.search(pattern, n)]
+        try:
+            regex = re.compile(pattern)
+        except re.error as error:
+            raise BsnasError(f"--pattern {pattern!r} is not a valid regular expression ({error}).") from None
+        names = [n for n in names if regex.search(n)]
     return names
 
 

@@ -1,0 +1,86 @@
+"""`bsnas profile NAME|spec.yaml`: parameters, FLOPs and (on request) latency of an architecture."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+from bsnas.build import build_model
+from bsnas.errors import BsnasError
+from bsnas.profile import ProfileResult, profile
+from bsnas.zoo import resolve_spec
+
+
+def parse_input_size(text: str) -> tuple[int, int, int]:
+    """`3x32x32` (C x H x W) to a tuple; a malformed value is a user error."""
+    match = re.fullmatch(r"(\d+)x(\d+)x(\d+)", text.strip())
+    if not match or min(int(v) for v in match.groups()) < 1:
+        raise BsnasError(f"--input-size {text!r} is not of the form CxHxW with positive integers, e.g. 3x32x32.")
+    return tuple(int(v) for v in match.groups())
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("profile", help="parameters, FLOPs and latency of a zoo model or spec file")
+    parser.add_argument("model", help="a zoo name (see `bsnas zoo list`) or an ArchSpec YAML file")
+    parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the spec's)")
+    parser.add_argument("--input-size", default=None,
+                        help="CxHxW of one image (default 3x32x32, 3x224x224 for ImageNet zoo names); "
+                             "C sets the input channels")
+    parser.add_argument("--latency", action="store_true", help="also measure latency (median after warm-up)")
+    parser.add_argument("--batch-size", type=int, default=32, help="the second latency batch size (default 32)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (latency only; default cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for latency (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed repeats per latency (default 20)")
+    parser.add_argument("--layers", action="store_true", help="one row per layer")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(run=run)
+
+
+def _default_input_size(model: str) -> tuple[int, int, int]:
+    imagenet_name = not model.startswith("cifar_") and not model.endswith((".yaml", ".yml"))
+    return (3, 224, 224) if imagenet_name else (3, 32, 32)
+
+
+def run(args: argparse.Namespace) -> int:
+    input_size = parse_input_size(args.input_size) if args.input_size else _default_input_size(args.model)
+    spec = resolve_spec(args.model, args.num_classes, input_size[0])
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BsnasError("--device cuda: no CUDA device is available here; use --device cpu.")
+    result = profile(build_model(spec), input_size, latency=args.latency, batch_sizes=(1, args.batch_size),
+                     device=args.device, threads=args.threads, layers=args.layers, repeats=args.repeats)
+    if args.json:
+        print(json.dumps({"model": spec.name, **result.to_dict()}, indent=2))
+    else:
+        _print_tables(spec.name, result)
+    return 0
+
+
+def _print_tables(name: str, result: ProfileResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if result.layers:
+        layers = Table(title=f"{name}: layers", title_justify="left")
+        for column in ("layer", "type", "output", "params", "FLOPs"):
+            layers.add_column(column, justify="right" if column in ("params", "FLOPs") else "left")
+        for layer in result.layers:
+            layers.add_row(layer.name, layer.type, "x".join(map(str, layer.out_shape)), f"{layer.params:,}",
+                           f"{layer.flops:,}")
+        console.print(layers)
+    summary = Table(title=f"{name} at {'x'.join(map(str, result.input_size))}", title_justify="left")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    summary.add_row("params", f"{result.params:,} ({result.params / 1e6:.2f} M)")
+    summary.add_row("FLOPs", f"{result.flops:,} ({result.flops / 1e6:.2f} M)")
+    if result.ptflops_macs is not None:
+        ratio = result.ptflops_macs / result.flops
+        summary.add_row("ptflops MACs (cross-check)", f"{result.ptflops_macs:,} ({ratio:.3f}x)")
+    for latency in result.latency:
+        where = latency.device + (f", {latency.threads} threads" if latency.threads else "")
+        summary.add_row(f"latency, batch {latency.batch_size} ({where})", f"{latency.median_ms:.2f} ms")
+    console.print(summary)

@@ -1,0 +1,175 @@
+"""ArchSpec: exact YAML round trip and validation errors that name the file and the field."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bsnas.build import build_model
+from bsnas.errors import BsnasError
+from bsnas.spec import (
+    ACTIVATIONS,
+    OPS,
+    ArchSpec,
+    BlockSpec,
+    HeadSpec,
+    StemSpec,
+    load_spec,
+    save_spec,
+    spec_from_dict,
+    spec_hash,
+    spec_to_dict,
+    spec_to_yaml,
+)
+from bsnas.zoo import get_spec
+
+channels = st.integers(1, 2048)
+ratios = st.floats(min_value=1e-6, max_value=1.0, allow_nan=False, exclude_min=True)
+
+
+@st.composite
+def blocks(draw):
+    block_type = draw(st.sampled_from(["conv", "inverted", "basic", "preact"]))
+    op = draw(st.sampled_from(OPS))
+    inverted = block_type == "inverted"
+    stride = draw(st.sampled_from([1, 2]))
+    depthwise = op != "regular" and block_type in ("conv", "inverted")
+    return BlockSpec(
+        type=block_type, op=op, out_channels=draw(channels), kernel_size=draw(st.sampled_from([1, 3, 5, 7])),
+        stride=stride, act=draw(st.sampled_from(ACTIVATIONS)),
+        mid_channels=draw(channels) if inverted else None,
+        se=draw(st.booleans()) if inverted else False,
+        p=draw(ratios) if op == "bsconv_s" and not inverted else None,
+        inner_bn=draw(st.booleans()),
+        padding_free=draw(st.booleans()) if depthwise and stride == 2 else False,
+    )
+
+
+@st.composite
+def specs(draw):
+    op = draw(st.sampled_from(OPS))
+    stem = StemSpec(out_channels=draw(channels), kernel_size=draw(st.sampled_from([3, 5, 7])),
+                    stride=draw(st.sampled_from([1, 2])), op=op,
+                    act=draw(st.sampled_from((None,) + ACTIVATIONS)), bn=draw(st.booleans()),
+                    max_pool=draw(st.booleans()), padding_free=draw(st.booleans()),
+                    p=draw(ratios) if op == "bsconv_s" else None, inner_bn=draw(st.booleans()))
+    conv = draw(st.one_of(st.none(), channels))
+    head = HeadSpec(conv_channels=conv, se=draw(st.booleans()) if conv else False,
+                    act=draw(st.sampled_from(ACTIVATIONS)), bn_act=draw(st.booleans()))
+    return ArchSpec(name=draw(st.text(min_size=1, max_size=20)), stem=stem,
+                    blocks=tuple(draw(st.lists(blocks(), min_size=1, max_size=6))), head=head,
+                    num_classes=draw(st.integers(2, 1000)), in_channels=draw(st.integers(1, 4)),
+                    input_bn=draw(st.booleans()),
+                    alpha=draw(st.floats(0, 10, allow_nan=False, allow_infinity=False)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(specs())
+def test_yaml_round_trip_is_exact(spec):
+    text = spec_to_yaml(spec)
+    again = spec_from_dict(yaml.safe_load(text))
+    assert again == spec
+    assert spec_to_yaml(again) == text
+    assert spec_hash(again) == spec_hash(spec)
+
+
+def test_zoo_specs_round_trip_through_files(tmp_path):
+    for name in ["cifar_mobilenetv3_large_w1_bsconvs_p1d6_pfd", "cifar_wrn16_2_bsconvs_p1d4", "resnet18_bsconvu",
+                 "cifar_mobilenetv1_w1d4_bsconvu"]:
+        spec = get_spec(name)
+        assert load_spec(save_spec(spec, tmp_path / f"{name}.yaml")) == spec
+
+
+def test_format_version_is_written_first_and_hash_ignores_name():
+    spec = get_spec("cifar_resnet20")
+    assert list(spec_to_dict(spec))[:2] == ["format_version", "name"]
+    assert spec_hash(dataclasses.replace(spec, name="other")) == spec_hash(spec)
+    assert spec_hash(dataclasses.replace(spec, alpha=0.5)) != spec_hash(spec)
+
+
+def _write(tmp_path, data) -> str:
+    path = tmp_path / "arch.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+def _resnet_dict():
+    return spec_to_dict(get_spec("cifar_resnet20"))
+
+
+def _error(tmp_path, data) -> str:
+    path = _write(tmp_path, data)
+    with pytest.raises(BsnasError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert message.startswith(path + ": ") and "\n" not in message
+    return message[len(path) + 2:]
+
+
+def _with_block(change: dict, index: int = 3) -> dict:
+    data = _resnet_dict()
+    data["blocks"][index].update(change)
+    return data
+
+
+def test_unknown_op_names_field_and_allowed_values(tmp_path):
+    message = _error(tmp_path, _with_block({"op": "bsconv_x"}))
+    assert message == "blocks[3].op: 'bsconv_x' is not one of regular, dsc, bsconv_u, bsconv_s"
+
+
+@pytest.mark.parametrize("change,field,allowed", [
+    ({"out_channels": 0}, "blocks[3].out_channels", "integer >= 1"),
+    ({"out_channels": -8}, "blocks[3].out_channels", "integer >= 1"),
+    ({"out_channels": 3.5}, "blocks[3].out_channels", "integer >= 1"),
+    ({"stride": 3}, "blocks[3].stride", "is not one of 1, 2"),
+    ({"kernel_size": 4}, "blocks[3].kernel_size", "is not one of 1, 3, 5, 7"),
+    ({"op": "bsconv_s", "p": 0}, "blocks[3].p", "(0, 1]"),
+    ({"op": "bsconv_s", "p": 1.5}, "blocks[3].p", "(0, 1]"),
+    ({"op": "bsconv_s"}, "blocks[3].p", "(0, 1]"),
+    ({"p": 0.5}, "blocks[3].p", "only a bsconv_s layer takes p"),
+    ({"act": "gelu"}, "blocks[3].act", "is not one of relu, relu6, hswish"),
+    ({"type": "dense"}, "blocks[3].type", "is not one of conv, inverted, basic, preact"),
+    ({"widht": 3}, "blocks[3].widht", "unknown key; allowed keys are type, op, out_channels"),
+    ({"padding_free": True}, "blocks[3].padding_free", "applies only to stride-2"),
+    ({"mid_channels": 8}, "blocks[3].mid_channels", "only inverted blocks"),
+    ({"type": "inverted"}, "blocks[3].mid_channels", "integer >= 1"),
+])
+def test_bad_block_fields(tmp_path, change, field, allowed):
+    message = _error(tmp_path, _with_block(change))
+    assert message.startswith(field + ": ") and allowed in message
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"num_classes": 1}, "num_classes"),
+    ({"format_version": 99}, "format_version"),
+    ({"blocks": []}, "blocks"),
+    ({"color": "red"}, "color"),
+    ({"stem": {"kernel_size": 3}}, "stem.out_channels"),
+    ({"head": {"conv_channels": 0}}, "head.conv_channels"),
+    ({"alpha": -1}, "alpha"),
+])
+def test_bad_model_fields(tmp_path, change, field):
+    data = _resnet_dict()
+    data.update(change)
+    assert _error(tmp_path, data).startswith(field + ": ")
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    assert "not valid YAML at line" in _error(tmp_path, "name: [unclosed\nstem: {")
+    assert _error(tmp_path, "- just\n- a list\n").startswith("top level: expected a mapping")
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(BsnasError, match="cannot read the architecture file"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+def test_build_from_yaml_and_override_classes(tmp_path):
+    spec = load_spec(save_spec(get_spec("cifar_mobilenetv2_w1d4"), tmp_path / "a.yaml"))
+    model = build_model(spec, num_classes=7, in_channels=1)
+    assert model.classifier.out_features == 7 and model.input_bn.num_features == 1
+    assert model.spec.num_classes == 7
