@@ -16,6 +16,7 @@ from bsnas.layers import (
     create_act,
     create_conv,
     depthwise_block,
+    padding_free_padding,
 )
 from bsnas.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
 
@@ -58,7 +59,8 @@ class InvertedResidual(nn.Module):
         super().__init__()
         mid, out, k, s, act = block.mid_channels, block.out_channels, block.kernel_size, block.stride, block.act
         if block.op == "regular":
-            layers = [ConvBNAct(in_channels, mid, k, s, act)]
+            padding = padding_free_padding(k) if block.padding_free and s == 2 else None
+            layers = [ConvBNAct(in_channels, mid, k, s, act, padding=padding)]
         elif block.op == "dsc":
             layers = [depthwise_block(in_channels, k, s, act, block.padding_free),
                       ConvBNAct(in_channels, mid, 1, 1, act)]
@@ -78,6 +80,18 @@ class InvertedResidual(nn.Module):
         return x + y if self.use_residual else y
 
 
+def _shortcut(block: BlockSpec, in_channels: int, bn: bool) -> nn.Module:
+    """Residual path: identity, or a 1x1 projection (with BN for post-activation blocks).
+
+    Padding-free blocks downsample it with the parameter-free MaxPool2d(3, 2) before a stride-1 projection.
+    """
+    if in_channels == block.out_channels and block.stride == 1:
+        return nn.Identity()
+    if block.padding_free:
+        return nn.Sequential(nn.MaxPool2d(3, 2), ConvBNAct(in_channels, block.out_channels, 1, 1, None, bn))
+    return ConvBNAct(in_channels, block.out_channels, 1, block.stride, None, bn)
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: two operator layers with BN, projection shortcut when needed, final activation."""
 
@@ -88,8 +102,7 @@ class BasicBlock(nn.Module):
             _op_bn_act(block, in_channels, out, block.stride, block.act),
             _op_bn_act(block, out, out, 1, None),
         )
-        self.shortcut = (ConvBNAct(in_channels, out, 1, block.stride, act=None)
-                         if in_channels != out or block.stride != 1 else nn.Identity())
+        self.shortcut = _shortcut(block, in_channels, bn=True)
         self.act = create_act(block.act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,12 +120,11 @@ class PreactBlock(nn.Module):
             _op_bn_act(block, in_channels, out, block.stride, block.act),
             _op_layer(block, out, out, 1),
         )
-        self.projection = (nn.Conv2d(in_channels, out, 1, block.stride, bias=False)
-                           if in_channels != out or block.stride != 1 else None)
+        self.projection = _shortcut(block, in_channels, bn=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = self.preact(x)
-        shortcut = x if self.projection is None else self.projection(activated)
+        shortcut = x if isinstance(self.projection, nn.Identity) else self.projection(activated)
         return self.body(activated) + shortcut
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "reg_loss",
     "has_reg_loss",
     "bsconv_s_mid_channels",
+    "padding_free_padding",
 ]
 
 OPS = ("regular", "dsc", "bsconv_u", "bsconv_s")
@@ -162,7 +163,7 @@ class ConvBNAct(nn.Sequential):
             self.act = create_act(act)
 
 
-def _padding_free_padding(kernel_size: int) -> int:
+def padding_free_padding(kernel_size: int) -> int:
     """Padding that makes a stride-2 k x k conv match MaxPool2d(3, 2, 0): 0 for 3x3, 1 for 5x5."""
     return kernel_size // 2 - 1
 
@@ -171,7 +172,7 @@ def depthwise_block(channels: int, kernel_size: int, stride: int = 1, act: str |
                    padding_free: bool = False) -> nn.Module:
     """Depthwise conv, BN, activation; padding-free at stride 2 adds the max-pool branch."""
     if padding_free and stride == 2:
-        padding = _padding_free_padding(kernel_size)
+        padding = padding_free_padding(kernel_size)
         return MaxPoolBranch(ConvBNAct(channels, channels, kernel_size, stride, act, groups=channels,
                                        padding=padding))
     return ConvBNAct(channels, channels, kernel_size, stride, act, groups=channels)
@@ -197,7 +198,7 @@ def create_conv(kind: str, in_channels: int, out_channels: int, kernel_size: int
     (DSC gets the max-pool branch too; the builder adds it around BSConv's depthwise block).
     """
     if padding_free and stride == 2:
-        padding = _padding_free_padding(kernel_size)
+        padding = padding_free_padding(kernel_size)
     if kind == "regular":
         padding = _same_padding(kernel_size, dilation) if padding is None else padding
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, bias=bias)

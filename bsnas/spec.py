@@ -269,11 +269,8 @@ def _check_block(check: _Checker, data: Any, index: int) -> BlockSpec:
             check.fail(f"{where}.se", f"only inverted blocks take se, not {values['type']}")
         if values["op"] == "bsconv_s" and values["p"] is None:
             check.fail(f"{where}.p", "a bsconv_s layer needs p in (0, 1]")
-    if values["padding_free"]:
-        has_depthwise = values["op"] != "regular" and values["type"] in ("conv", "inverted")
-        if values["stride"] != 2 or not has_depthwise:
-            check.fail(f"{where}.padding_free", "applies only to stride-2 conv or inverted blocks whose op "
-                       "has a depthwise conv (dsc, bsconv_u, bsconv_s)")
+    if values["padding_free"] and (values["stride"] != 2 or values["kernel_size"] == 1):
+        check.fail(f"{where}.padding_free", "applies only to stride-2 blocks with kernel_size 3, 5 or 7")
     return BlockSpec(**values)
 
 

@@ -22,7 +22,7 @@ GRAMMAR = """\
     [cifar_]mobilenetv1_w<N>[d<D>][_bsconvu][_pfd]
     [cifar_]mobilenetv2_w<N>[d<D>][_bsconvs_p1d6][_pfd]
     [cifar_]mobilenetv3_{small,large}_w<N>[d<D>][_bsconvs_p1d6][_pfd]
-    cifar_resnet{20,56,110,302,602}[_bsconvu|_bsconvs_p<X>d<Y>]
+    cifar_resnet{20,56,110,302,602}[_bsconvu|_bsconvs_p<X>d<Y>][_pfd]
     resnet{10,18,26,34,68,102}[_bsconvu|_bsconvs_p<X>d<Y>]
     cifar_wrn{16,28,40}_<k>[_bsconvu|_bsconvs_p<X>d<Y>]"""
 
@@ -31,7 +31,8 @@ _MOBILENET = re.compile(
     r"(?P<variant>_bsconvu|_bsconvs_p1d6)?(?P<pfd>_pfd)?$")
 _RESNET = re.compile(
     r"^(?:(?P<cifar>cifar_)resnet(?P<cifar_depth>20|56|110|302|602)|resnet(?P<depth>10|18|26|34|68|102)"
-    r"|cifar_wrn(?P<wrn_depth>16|28|40)_(?P<k>\d+))(?P<variant>_bsconvu|_bsconvs_p(?P<pn>\d+)d(?P<pd>\d+))?$")
+    r"|cifar_wrn(?P<wrn_depth>16|28|40)_(?P<k>\d+))(?P<variant>_bsconvu|_bsconvs_p(?P<pn>\d+)d(?P<pd>\d+))?"
+    r"(?P<pfd>_pfd)?$")
 
 _CIFAR_ALPHA, _IMAGENET_ALPHA = 0.01, 0.1  # orthonormal-loss weight of the paper
 
@@ -166,6 +167,10 @@ def get_spec(name: str, num_classes: int | None = None, in_channels: int = 3) ->
                 alpha = _CIFAR_ALPHA if cifar else _IMAGENET_ALPHA
             stem = _bsconv_layer(stem, variant, p)
             blocks = [_bsconv_layer(b, variant, p) for b in blocks]
+        if match["pfd"]:
+            if not match["cifar_depth"]:
+                raise BsnasError(f"model name {name!r}: _pfd applies to the MobileNets and cifar_resnet models only")
+            stem, blocks = _padding_free(stem, blocks)
     else:
         raise BsnasError(f"unknown model name {name!r}; valid names follow this grammar:\n{GRAMMAR}")
     if num_classes is None:

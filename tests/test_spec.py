@@ -37,15 +37,15 @@ def blocks(draw):
     op = draw(st.sampled_from(OPS))
     inverted = block_type == "inverted"
     stride = draw(st.sampled_from([1, 2]))
-    depthwise = op != "regular" and block_type in ("conv", "inverted")
+    kernel_size = draw(st.sampled_from([1, 3, 5, 7]))
     return BlockSpec(
-        type=block_type, op=op, out_channels=draw(channels), kernel_size=draw(st.sampled_from([1, 3, 5, 7])),
+        type=block_type, op=op, out_channels=draw(channels), kernel_size=kernel_size,
         stride=stride, act=draw(st.sampled_from(ACTIVATIONS)),
         mid_channels=draw(channels) if inverted else None,
         se=draw(st.booleans()) if inverted else False,
         p=draw(ratios) if op == "bsconv_s" and not inverted else None,
         inner_bn=draw(st.booleans()),
-        padding_free=draw(st.booleans()) if depthwise and stride == 2 else False,
+        padding_free=draw(st.booleans()) if stride == 2 and kernel_size > 1 else False,
     )
 
 
@@ -134,7 +134,8 @@ def test_unknown_op_names_field_and_allowed_values(tmp_path):
     ({"act": "gelu"}, "blocks[3].act", "is not one of relu, relu6, hswish"),
     ({"type": "dense"}, "blocks[3].type", "is not one of conv, inverted, basic, preact"),
     ({"widht": 3}, "blocks[3].widht", "unknown key; allowed keys are type, op, out_channels"),
-    ({"padding_free": True}, "blocks[3].padding_free", "applies only to stride-2"),
+    ({"padding_free": True, "stride": 1}, "blocks[3].padding_free", "applies only to stride-2"),
+    ({"padding_free": True, "kernel_size": 1}, "blocks[3].padding_free", "kernel_size 3, 5 or 7"),
     ({"mid_channels": 8}, "blocks[3].mid_channels", "only inverted blocks"),
     ({"type": "inverted"}, "blocks[3].mid_channels", "integer >= 1"),
 ])

@@ -117,3 +117,20 @@ def test_unknown_names_show_the_grammar(name):
 def test_invalid_parameters_in_valid_grammar(name, reason):
     with pytest.raises(BsnasError, match=reason.replace("(", r"\(")):
         get_spec(name)
+
+
+def test_padding_free_cifar_resnet():
+    base = profile(create_model("cifar_resnet20", num_classes=100), (3, 32, 32), ptflops=False)
+    model = create_model("cifar_resnet20_pfd", num_classes=100).eval()
+    result = profile(model, (3, 32, 32), ptflops=False)
+    assert result.params - base.params == 720  # the stem block; shortcuts keep their 1x1 projections
+    assert result.flops < 0.92 * base.flops
+    sizes = []
+    hooks = [b.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1])) for b in model.blocks]
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    for hook in hooks:
+        hook.remove()
+    assert sorted(set(sizes), reverse=True) == [32, 15, 7]
+    with pytest.raises(BsnasError, match="_pfd applies to the MobileNets and cifar_resnet models only"):
+        get_spec("resnet18_pfd")
