@@ -41,7 +41,7 @@ class LatencyResult:
     median_ms: float
     repeats: int
     device: str
-    threads: int | None = None
+    threads: int | None = None  # CPU only
 
 
 @dataclass
@@ -129,10 +129,7 @@ def _ptflops_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int | N
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None):
-    if threads is None:
-        yield
-        return
+def _torch_threads(threads: int):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -142,11 +139,12 @@ def _torch_threads(threads: int | None):
 
 
 def measure_latency(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32), batch_size: int = 1,
-                    device: str | torch.device = "cpu", threads: int | None = None, warmup: int = 5,
+                    device: str | torch.device = "cpu", threads: int = 1, warmup: int = 5,
                     repeats: int = 20, channels_last: bool = False) -> LatencyResult:
     """Median forward time of one batch in eval mode after `warmup` runs.
 
-    On CPU wall-clock with `threads` intra-op threads; on CUDA timed with CUDA events.
+    On CPU wall-clock with `threads` intra-op threads (default 1: stable on a shared machine, where
+    several threads contend with other processes); on CUDA timed with CUDA events.
     """
     device = torch.device(device)
     was_training = model.training
@@ -178,7 +176,7 @@ def measure_latency(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
 
 
 def profile(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32), *, latency: bool = False,
-            batch_sizes: tuple[int, ...] = (1, 32), device: str = "cpu", threads: int | None = None,
+            batch_sizes: tuple[int, ...] = (1, 32), device: str = "cpu", threads: int = 1,
             layers: bool = False, ptflops: bool = True, repeats: int = 20) -> ProfileResult:
     """Parameters and FLOPs of `model` for one image of `input_size` (C, H, W); latency on request."""
     input_size = tuple(int(v) for v in input_size)

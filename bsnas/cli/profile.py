@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--latency", action="store_true", help="also measure latency (median after warm-up)")
     parser.add_argument("--batch-size", type=int, default=32, help="the second latency batch size (default 32)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (latency only; default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for latency (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for latency (default 1)")
     parser.add_argument("--repeats", type=int, default=20, help="timed repeats per latency (default 20)")
     parser.add_argument("--layers", action="store_true", help="one row per layer")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
