@@ -6,6 +6,7 @@ from bsnas.build import build_model
 from bsnas.errors import BsnasError
 from bsnas.layers import create_conv, reg_loss
 from bsnas.profile import profile
+from bsnas.replace import ReplaceResult, replace
 from bsnas.spec import ArchSpec, load_spec, save_spec
 from bsnas.zoo import create_model, get_spec, list_models
 
@@ -19,6 +20,8 @@ __all__ = [
     "list_models",
     "load_spec",
     "profile",
+    "ReplaceResult",
+    "replace",
     "reg_loss",
     "save_spec",
 ]
