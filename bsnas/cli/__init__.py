@@ -15,7 +15,7 @@ from bsnas.errors import BsnasError
 
 __all__ = ["main"]
 
-COMMANDS = ("zoo", "profile")
+COMMANDS = ("zoo", "profile", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

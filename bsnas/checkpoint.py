@@ -1,0 +1,121 @@
+"""Run directories and checkpoints that rebuild their model and resume their run.
+
+A run directory ``runs/<name>/`` holds ``config.yaml`` (model, data and train config, resolved),
+``spec.yaml`` (the ArchSpec), ``metrics.jsonl`` (one JSON line per epoch), ``result.json`` and
+``checkpoint.pt``. A checkpoint holds the model, optimizer, scheduler and RNG states, the epoch, the
+metrics history, the ArchSpec and both configs; it is written to a temporary file and renamed, so a
+killed run leaves the previous checkpoint intact. Everything in it loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from bsnas.build import build_model
+from bsnas.data import DataConfig
+from bsnas.errors import BsnasError
+from bsnas.spec import ArchSpec, save_spec, spec_from_dict, spec_to_dict
+from bsnas.train import EpochMetrics, TrainConfig, TrainResult
+
+__all__ = ["CHECKPOINT_FORMAT", "RunDir", "load_checkpoint", "load_model", "save_checkpoint"]
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(
+    path: str | Path, state: dict[str, Any], spec: ArchSpec, train_config: TrainConfig, data_config: DataConfig
+) -> Path:
+    """Write `state` (from `train`'s `on_epoch`) with the spec and configs to `path`, atomically."""
+    path = Path(path)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        **state,
+        "spec": spec_to_dict(spec),
+        "train_config": train_config.to_dict(),
+        "data_config": dataclasses.asdict(data_config),
+    }
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint (tensors on the CPU) with `weights_only=True`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise BsnasError(f"{path}: no checkpoint there; pass a run directory or its checkpoint.pt.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for damaged or foreign files
+        raise BsnasError(f"{path}: not a readable bsnas checkpoint ({type(error).__name__}).") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise BsnasError(f"{path}: not a bsnas checkpoint of format {CHECKPOINT_FORMAT}.")
+    return checkpoint
+
+
+def load_model(checkpoint: str | Path | dict[str, Any]) -> nn.Module:
+    """Rebuild the trained model of a checkpoint (a path, a run directory or a loaded dict), in eval mode."""
+    if not isinstance(checkpoint, dict):
+        checkpoint = load_checkpoint(checkpoint)
+    model = build_model(spec_from_dict(checkpoint["spec"], source="checkpoint"))
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()
+
+
+class RunDir:
+    """The files of one training run under `path`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.checkpoint = self.path / "checkpoint.pt"
+        self.metrics = self.path / "metrics.jsonl"
+
+    def start(self, model_name: str, spec: ArchSpec, train_config: TrainConfig, data_config: DataConfig) -> None:
+        """Create the directory for a new run and write its resolved config and spec."""
+        if self.checkpoint.exists() or (self.path / "result.json").exists():
+            raise BsnasError(f"{self.path} already holds a run; pass --resume to continue it or --name for a new one.")
+        self.path.mkdir(parents=True, exist_ok=True)
+        config = {"model": model_name, "data": dataclasses.asdict(data_config), "train": train_config.to_dict()}
+        (self.path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        save_spec(spec, self.path / "spec.yaml")
+        self.metrics.write_text("")
+
+    def resume(self) -> dict[str, Any]:
+        """Load the latest checkpoint and rewrite metrics.jsonl to the epochs it holds."""
+        if not self.checkpoint.exists():
+            raise BsnasError(f"--resume: {self.checkpoint} does not exist; start the run without --resume.")
+        checkpoint = load_checkpoint(self.checkpoint)
+        lines = "".join(json.dumps(line) + "\n" for line in checkpoint["history"])
+        temporary = self.metrics.with_name(f".{self.metrics.name}.tmp")
+        temporary.write_text(lines)
+        os.replace(temporary, self.metrics)
+        (self.path / "result.json").unlink(missing_ok=True)
+        return checkpoint
+
+    def save_epoch(
+        self,
+        metrics: EpochMetrics,
+        state: dict[str, Any],
+        spec: ArchSpec,
+        train_config: TrainConfig,
+        data_config: DataConfig,
+    ) -> None:
+        """Write the checkpoint of an epoch, then append its metrics line."""
+        save_checkpoint(self.checkpoint, state, spec, train_config, data_config)
+        with self.metrics.open("a") as file:
+            file.write(json.dumps(dataclasses.asdict(metrics)) + "\n")
+
+    def save_result(self, result: TrainResult) -> None:
+        """Write result.json."""
+        (self.path / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")

@@ -1,0 +1,109 @@
+"""`bsnas train NAME|spec.yaml`: train a zoo model or spec file into `runs/<RUN>/`, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from bsnas.build import build_model
+from bsnas.checkpoint import RunDir
+from bsnas.data import DATASETS, DataConfig, load_data
+from bsnas.errors import BsnasError
+from bsnas.progress import TrainProgress
+from bsnas.spec import spec_from_dict
+from bsnas.train import PRESETS, TrainConfig, preset, train
+from bsnas.zoo import resolve_spec
+
+__all__ = ["add_parser", "run"]
+
+# flag -> TrainConfig field; these override the preset and may not be combined with --resume
+TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "subset": "train_subset",
+               "seed": "seed", "alpha": "alpha", "device": "device", "threads": "threads"}
+DATA_FLAGS = ("data_root", "image_size", "val_fraction")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train a zoo model or spec file; writes runs/<RUN>/")
+    parser.add_argument("model", help="a zoo name (see `bsnas zoo list`) or an ArchSpec YAML file")
+    parser.add_argument("--dataset", default=None,
+                        help=f"one of {', '.join(DATASETS)} (default fashion-mnist)")
+    parser.add_argument("--data-root", default=None, help="folder with the dataset files (downloads go here)")
+    parser.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="resize images to this square size (default: native; 32 for imagefolder)")
+    parser.add_argument("--val-fraction", type=float, default=None,
+                        help="stratified share of the training set held out for validation (default 0.1)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="paper: SGD, lr 0.1, 200 epochs, x0.1 at 50/75/90 %%; proxy: one epoch on 10k "
+                             "images, scored on validation (default paper)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (overrides the preset)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (overrides the preset)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (overrides the preset)")
+    parser.add_argument("--subset", type=int, default=None, help="train on this many images (stratified)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="orthonormal-loss weight (default: the architecture's own)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--device", default=None, help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: torch's; 1 is faster when other processes share the cores)")
+    parser.add_argument("--name", default=None, help="run name (default <model>-<dataset>-<preset>)")
+    parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")
+    parser.add_argument("--resume", action="store_true", help="continue the run --name from its last checkpoint")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.set_defaults(run=run)
+
+
+def _default_name(model: str, dataset: str, preset_name: str) -> str:
+    stem = Path(model).stem if model.endswith((".yaml", ".yml")) else model
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}-{dataset.partition(':')[0]}-{preset_name}")
+
+
+def run(args: argparse.Namespace) -> int:
+    dataset, preset_name = args.dataset or "fashion-mnist", args.preset or "paper"
+    run_dir = RunDir(Path(args.runs_dir) / (args.name or _default_name(args.model, dataset, preset_name)))
+    if args.resume:
+        given = [f"--{flag.replace('_', '-')}" for flag in (*TRAIN_FLAGS, *DATA_FLAGS)
+                 if getattr(args, flag) is not None]
+        if given:
+            raise BsnasError(f"--resume continues {run_dir.path} with its stored config; drop {', '.join(given)}.")
+        checkpoint = run_dir.resume()
+        data_config = DataConfig(**checkpoint["data_config"])
+        if args.dataset is not None and args.dataset != data_config.dataset:
+            raise BsnasError(f"--resume: {run_dir.path} trains on {data_config.dataset}, not --dataset {args.dataset}.")
+        config = TrainConfig.from_dict(checkpoint["train_config"])
+        spec = spec_from_dict(checkpoint["spec"], source=str(run_dir.checkpoint))
+        data = load_data(data_config)
+    else:
+        checkpoint = None
+        data_config = DataConfig(
+            dataset=dataset, data_root=args.data_root, download=args.download, image_size=args.image_size,
+            **({"val_fraction": args.val_fraction} if args.val_fraction is not None else {}),
+        )
+        data = load_data(data_config)
+        spec = resolve_spec(args.model, data.num_classes, data.in_channels)
+        changes = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+        config = preset(preset_name, **changes)
+        run_dir.start(args.model, spec, config, data_config)
+    torch.manual_seed(config.seed)
+    model = build_model(spec)
+
+    with TrainProgress(config.epochs, start_epoch=checkpoint["epoch"] if checkpoint else 0) as progress:
+        def on_epoch(metrics, state) -> None:
+            run_dir.save_epoch(metrics, state, spec, config, data_config)
+            progress.on_epoch(metrics)
+
+        result = train(model, data, config, on_epoch=on_epoch, on_batch=progress.on_batch, resume=checkpoint)
+    run_dir.save_result(result)
+    if args.json:
+        print(json.dumps({"run": str(run_dir.path), "model": spec.name, **result.to_dict()}, indent=2))
+    else:
+        test = "" if result.test_accuracy is None else f", test accuracy {result.test_accuracy:.2%}"
+        val = "" if result.val_accuracy is None else f", val accuracy {result.val_accuracy:.2%}"
+        print(f"{run_dir.path}: {result.status} after {result.epochs} epochs{val}{test}, "
+              f"{result.train_seconds:.0f} s training, {result.images_per_s:.0f} img/s on {result.device}"
+              + (f"; {result.message}" if result.message else ""))
+    return 0 if result.status == "completed" else 1

@@ -1,0 +1,101 @@
+"""`bsnas train`: run directories, JSON output, resume and user errors (tiny spec, synthetic data)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from bsnas.checkpoint import RunDir, load_checkpoint, load_model
+from bsnas.cli import main
+from bsnas.spec import load_spec, save_spec, spec_from_dict
+
+TINY = {
+    "format_version": 1, "name": "tiny", "stem": {"out_channels": 8},
+    "blocks": [{"type": "conv", "op": "bsconv_u", "out_channels": 16, "stride": 2}],
+    "num_classes": 10, "in_channels": 3,
+}
+FLAGS = ["--dataset", "synthetic", "--preset", "proxy", "--epochs", "2", "--batch-size", "64", "--threads", "1",
+         "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def spec_file(tmp_path):
+    return str(save_spec(spec_from_dict(TINY), tmp_path / "tiny.yaml"))
+
+
+def test_train_writes_a_complete_run_directory(spec_file, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["train", spec_file, *FLAGS, "--runs-dir", str(runs), "--name", "r", "--json"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert result["status"] == "completed" and result["epochs"] == 2 and result["model"] == "tiny"
+    assert "epoch 1/2" in err and "epoch 2/2" in err  # plain lines: stderr is not a terminal here
+    run = runs / "r"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["data"]["dataset"] == "synthetic" and config["train"]["epochs"] == 2
+    assert config["train"]["lr"] == 0.1 and config["train"]["train_subset"] == 10_000  # the proxy preset
+    assert load_spec(run / "spec.yaml") == spec_from_dict(TINY)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2] and lines[1]["val_accuracy"] == result["val_accuracy"]
+    assert json.loads((run / "result.json").read_text())["history"] == result["history"]
+    assert load_checkpoint(run)["epoch"] == 2 and not load_model(run).training
+
+
+def test_resume_continues_to_the_same_weights(spec_file, tmp_path, monkeypatch):
+    runs = str(tmp_path / "runs")
+    assert main(["train", spec_file, *FLAGS, "--runs-dir", runs, "--name", "straight"]) == 0
+
+    save_epoch = RunDir.save_epoch
+
+    def save_then_stop(self, *args):
+        save_epoch(self, *args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunDir, "save_epoch", save_then_stop)
+    assert main(["train", spec_file, *FLAGS, "--runs-dir", runs, "--name", "stopped"]) == 130
+    assert load_checkpoint(tmp_path / "runs" / "stopped")["epoch"] == 1
+    monkeypatch.setattr(RunDir, "save_epoch", save_epoch)
+    assert main(["train", spec_file, "--runs-dir", runs, "--name", "stopped", "--resume"]) == 0
+
+    straight = load_checkpoint(tmp_path / "runs" / "straight")["model"]
+    resumed = load_checkpoint(tmp_path / "runs" / "stopped")["model"]
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    metrics = (tmp_path / "runs" / "stopped" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in metrics] == [1, 2]
+
+
+def test_existing_runs_and_bad_resumes_are_user_errors(spec_file, tmp_path, capsys):
+    runs = str(tmp_path / "runs")
+    assert main(["train", spec_file, *FLAGS, "--epochs", "1", "--runs-dir", runs, "--name", "r"]) == 0
+    capsys.readouterr()
+    assert main(["train", spec_file, *FLAGS, "--runs-dir", runs, "--name", "r"]) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert main(["train", spec_file, "--runs-dir", runs, "--name", "r", "--resume", "--epochs", "3"]) == 2
+    assert "drop --epochs" in capsys.readouterr().err
+    assert main(["train", spec_file, "--runs-dir", runs, "--name", "other", "--resume"]) == 2
+    assert "start the run without --resume" in capsys.readouterr().err
+
+
+def test_a_missing_dataset_is_one_line_naming_the_flags(spec_file, tmp_path, capsys):
+    code = main(["train", spec_file, "--dataset", "cifar10", "--data-root", str(tmp_path / "none"),
+                 "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--download" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_diverging_run_exits_1_with_its_status(spec_file, tmp_path, capsys):
+    code = main(["train", spec_file, *FLAGS, "--lr", "1e30", "--runs-dir", str(tmp_path), "--name", "d"])
+    assert code == 1
+    assert "diverged" in capsys.readouterr().out
+    assert json.loads((tmp_path / "d" / "result.json").read_text())["status"] == "diverged"
