@@ -25,7 +25,7 @@ from bsnas.errors import BsnasError
 from bsnas.spec import ArchSpec, save_spec, spec_from_dict, spec_to_dict
 from bsnas.train import EpochMetrics, TrainConfig, TrainResult
 
-__all__ = ["CHECKPOINT_FORMAT", "RunDir", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "RunDir", "load_checkpoint", "load_model", "save_checkpoint", "train_in_run_dir"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -119,3 +119,26 @@ class RunDir:
     def save_result(self, result: TrainResult) -> None:
         """Write result.json."""
         (self.path / "result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+
+
+def train_in_run_dir(run_dir: RunDir, spec: ArchSpec, config: TrainConfig, data, data_config: DataConfig,
+                     checkpoint: dict[str, Any] | None = None, quiet: bool = False) -> TrainResult:
+    """Train `spec` from scratch or from `checkpoint`, saving every epoch and the result in `run_dir`.
+
+    Shows the progress bar (or plain lines) unless `quiet`; `run_dir.start` must have been called for a new run.
+    """
+    from bsnas.progress import TrainProgress
+    from bsnas.train import train
+
+    torch.manual_seed(config.seed)
+    model = build_model(spec)
+    with TrainProgress(config.epochs, start_epoch=checkpoint["epoch"] if checkpoint else 0) as progress:
+        def on_epoch(metrics, state) -> None:
+            run_dir.save_epoch(metrics, state, spec, config, data_config)
+            if not quiet:
+                progress.on_epoch(metrics)
+
+        result = train(model, data, config, on_epoch=on_epoch, on_batch=None if quiet else progress.on_batch,
+                       resume=checkpoint)
+    run_dir.save_result(result)
+    return result

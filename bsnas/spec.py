@@ -39,6 +39,7 @@ __all__ = [
     "spec_from_dict",
     "spec_to_yaml",
     "load_spec",
+    "read_yaml",
     "save_spec",
     "spec_hash",
 ]
@@ -135,20 +136,24 @@ def save_spec(spec: ArchSpec, path: str | Path) -> Path:
     return path
 
 
-def load_spec(path: str | Path) -> ArchSpec:
-    """Read and validate a spec YAML file; errors name the file and the field."""
+def read_yaml(path: str | Path, what: str) -> Any:
+    """`yaml.safe_load` of a file; an unreadable file or bad YAML is a BsnasError naming the file and `what` it is."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as error:
-        raise BsnasError(f"{path}: cannot read the architecture file ({error.strerror}).") from None
+        raise BsnasError(f"{path}: cannot read the {what} file ({error.strerror}).") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise BsnasError(f"{path}: not valid YAML{where}; an architecture file is a YAML mapping.") from None
-    return spec_from_dict(data, source=str(path))
+        raise BsnasError(f"{path}: not valid YAML{where}; a {what} file is a YAML mapping.") from None
+
+
+def load_spec(path: str | Path) -> ArchSpec:
+    """Read and validate a spec YAML file; errors name the file and the field."""
+    return spec_from_dict(read_yaml(path, "architecture"), source=str(path))
 
 
 def spec_hash(spec: ArchSpec) -> str:

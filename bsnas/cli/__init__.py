@@ -15,7 +15,7 @@ from bsnas.errors import BsnasError
 
 __all__ = ["main"]
 
-COMMANDS = ("zoo", "profile", "train")
+COMMANDS = ("zoo", "profile", "train", "space", "search", "report", "export", "retrain")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,15 +7,11 @@ import json
 import re
 from pathlib import Path
 
-import torch
-
-from bsnas.build import build_model
-from bsnas.checkpoint import RunDir
+from bsnas.checkpoint import RunDir, train_in_run_dir
 from bsnas.data import DATASETS, DataConfig, load_data
 from bsnas.errors import BsnasError
-from bsnas.progress import TrainProgress
 from bsnas.spec import spec_from_dict
-from bsnas.train import PRESETS, TrainConfig, preset, train
+from bsnas.train import PRESETS, TrainConfig, preset
 from bsnas.zoo import resolve_spec
 
 __all__ = ["add_parser", "run"]
@@ -88,16 +84,7 @@ def run(args: argparse.Namespace) -> int:
         changes = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
         config = preset(preset_name, **changes)
         run_dir.start(args.model, spec, config, data_config)
-    torch.manual_seed(config.seed)
-    model = build_model(spec)
-
-    with TrainProgress(config.epochs, start_epoch=checkpoint["epoch"] if checkpoint else 0) as progress:
-        def on_epoch(metrics, state) -> None:
-            run_dir.save_epoch(metrics, state, spec, config, data_config)
-            progress.on_epoch(metrics)
-
-        result = train(model, data, config, on_epoch=on_epoch, on_batch=progress.on_batch, resume=checkpoint)
-    run_dir.save_result(result)
+    result = train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint)
     if args.json:
         print(json.dumps({"run": str(run_dir.path), "model": spec.name, **result.to_dict()}, indent=2))
     else:

@@ -1,0 +1,38 @@
+"""`bsnas report RUN`: trials.csv, pareto/*.yaml, pareto.png and the front table of a search, at any time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from bsnas.search import count_trials, load_study
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("report", help="write the report of a search run (also while it runs)")
+    parser.add_argument("run_name", metavar="RUN", help="the search's --name")
+    parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")
+    parser.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///runs/<RUN>/study.db)")
+    parser.add_argument("--json", action="store_true", help="print the front as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bsnas.cli.search import print_report
+    from bsnas.front import pareto_trials, trial_spec, write_report
+
+    study = load_study(args.run_name, args.storage, args.runs_dir)
+    run_dir = Path(args.runs_dir) / args.run_name
+    if args.json:
+        paths = write_report(study, run_dir)
+        front = [{"trial": t.number, "name": trial_spec(t).name, "val_accuracy": t.values[0], "cost": t.values[1],
+                  "flops": t.user_attrs.get("flops"), "params": t.user_attrs.get("params"),
+                  "latency_ms": t.user_attrs.get("latency_ms")} for t in pareto_trials(study)]
+        print(json.dumps({"run": args.run_name, "counts": count_trials(study), "front": front,
+                          "csv": str(paths.csv), "plot": str(paths.plot)}, indent=2))
+        return 0
+    print_report(study, run_dir)
+    return 0

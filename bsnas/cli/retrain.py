@@ -1,0 +1,137 @@
+"""`bsnas retrain RUN`: fully train every Pareto architecture of a search (and the zoo models in the same budget).
+
+One resumable run directory per architecture under runs/<RUN>/retrain/<name>/; a finished one is not
+trained again. The final table (test accuracy, params, FLOPs, latency) goes to stdout and
+runs/<RUN>/retrain.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+from bsnas.budget import format_cost, spec_cost
+from bsnas.errors import BsnasError
+from bsnas.search import load_study
+
+__all__ = ["add_parser", "run", "retrain_spec"]
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("retrain", help="fully train the Pareto architectures of a search")
+    parser.add_argument("run_name", metavar="RUN", help="the search's --name")
+    parser.add_argument("--preset", default="paper", help="training preset (default paper: 200 epochs)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (overrides the preset)")
+    parser.add_argument("--zoo", default=None, metavar="REGEX",
+                        help="zoo baselines to train beside the front: the warm-start zoo models matching REGEX "
+                             "(default: those on the search's front and the most accurate one); none: no baselines")
+    parser.add_argument("--device", default=None, help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")
+    parser.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///runs/<RUN>/study.db)")
+    parser.add_argument("--json", action="store_true", help="print the table as JSON")
+    parser.set_defaults(run=run)
+
+
+def retrain_spec(spec, run_path: Path, data, data_config, config, quiet: bool = False) -> dict:
+    """Train `spec` in `run_path` (resuming a checkpoint, skipping a finished run); returns result.json's dict."""
+    from bsnas.checkpoint import RunDir, train_in_run_dir
+
+    run_dir = RunDir(run_path)
+    result_file = run_path / "result.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    checkpoint = run_dir.resume() if run_dir.checkpoint.exists() else None
+    if checkpoint is None:
+        run_dir.start(spec.name, spec, config, data_config)
+    return train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint, quiet).to_dict()
+
+
+def _zoo_baselines(study, pattern: str | None) -> list[str]:
+    """Zoo models of the study's warm start (they fit the budget): those matching `pattern`, else those on the
+    front and the most accurate one."""
+    from optuna.trial import TrialState
+
+    from bsnas.front import pareto_trials
+
+    zoo = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+           if t.user_attrs.get("zoo") and t.user_attrs.get("status") != "infeasible"
+           and t.user_attrs.get("width_fit") is None]
+    if pattern == "none":
+        return []
+    if pattern:
+        try:
+            regex = re.compile(pattern)
+        except re.error as error:
+            raise BsnasError(f"--zoo {pattern!r} is not a valid regular expression ({error}).") from None
+        return sorted({t.user_attrs["zoo"] for t in zoo if regex.search(t.user_attrs["zoo"])})
+    front = {t.number for t in pareto_trials(study)}
+    chosen = {t.user_attrs["zoo"] for t in zoo if t.number in front}
+    if zoo:
+        chosen.add(max(zoo, key=lambda t: t.values[0]).user_attrs["zoo"])
+    return sorted(chosen)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bsnas.build import build_model
+    from bsnas.data import DataConfig, load_data
+    from bsnas.front import pareto_trials, trial_spec
+    from bsnas.profile import measure_latency
+    from bsnas.train import preset
+    from bsnas.zoo import get_spec
+
+    study = load_study(args.run_name, args.storage, args.runs_dir)
+    settings = study.user_attrs.get("config", {})
+    changes = {}
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    if args.device is not None:
+        changes["device"] = args.device
+    config = preset(args.preset, **changes)
+    data_config = DataConfig(dataset=settings.get("dataset", "fashion-mnist"), data_root=settings.get("data_root"))
+    data = load_data(data_config)
+    input_size = (data.in_channels, data.image_size, data.image_size)
+    front = pareto_trials(study)
+    if not front:
+        raise BsnasError(f"study {args.run_name!r} has no feasible complete trial to retrain.")
+    entries = [("search", trial_spec(t), t.number) for t in front]
+    entries += [("zoo", get_spec(name, data.num_classes, data.in_channels), None)
+                for name in _zoo_baselines(study, args.zoo)]
+    root = Path(args.runs_dir) / args.run_name / "retrain"
+    rows = []
+    for index, (kind, spec, number) in enumerate(entries, 1):
+        folder = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.name)
+        print(f"[{index}/{len(entries)}] {kind} {spec.name}: {config.epochs} epochs in {folder}", file=sys.stderr)
+        result = retrain_spec(spec, folder, data, data_config, config)
+        flops, params = spec_cost(spec, input_size)
+        latency = measure_latency(build_model(spec), input_size, 1, "cpu", threads=1, repeats=20).median_ms
+        rows.append({"source": kind, "trial": number, "name": spec.name, "test_accuracy": result.get("test_accuracy"),
+                     "val_accuracy": result.get("val_accuracy"), "epochs": result.get("epochs"),
+                     "params": params, "flops": flops, "latency_ms_cpu1": latency, "run": str(folder)})
+    rows.sort(key=lambda row: row["flops"])
+    table_path = Path(args.runs_dir) / args.run_name / "retrain.csv"
+    with table_path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.run_name}: retrained with preset {args.preset} ({config.epochs} epochs)",
+                  title_justify="left")
+    for column in ("source", "architecture", "test acc", "params", "FLOPs", "latency (1 thread, batch 1)"):
+        table.add_column(column, justify="left" if column in ("source", "architecture") else "right")
+    for row in rows:
+        test = "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.2%}"
+        table.add_row(row["source"] + ("" if row["trial"] is None else f" #{row['trial']}"), row["name"], test,
+                      format_cost("params", row["params"]), format_cost("flops", row["flops"]),
+                      format_cost("latency", row["latency_ms_cpu1"]))
+    Console().print(table)
+    print(f"wrote {table_path}", file=sys.stderr)
+    return 0

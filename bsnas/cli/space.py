@@ -1,0 +1,89 @@
+"""`bsnas space show FILE`: the choices of a search space, its size, the FLOPs of its points and its zoo points."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+
+from bsnas.budget import format_cost, spec_cost
+from bsnas.cli.profile import parse_input_size
+from bsnas.space import load_space
+from bsnas.zoo import get_spec, list_models, zoo_family
+
+__all__ = ["add_parser", "run", "summarize_space"]
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("space", help="inspect a search space (search_spaces/*.yaml)")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="print a space, its size, the FLOPs range of its points, its zoo points")
+    show.add_argument("file", help="a search-space YAML file, e.g. search_spaces/mobilenet.yaml")
+    show.add_argument("--input-size", default="1x28x28",
+                      help="CxHxW at which FLOPs are counted (default 1x28x28, Fashion-MNIST)")
+    show.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default 10)")
+    show.add_argument("--samples", type=int, default=500, help="random points for the FLOPs distribution (default 500)")
+    show.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    show.set_defaults(run=run)
+
+
+def summarize_space(path: str, input_size: tuple[int, int, int], num_classes: int = 10, samples: int = 500,
+                    seed: int = 0) -> dict:
+    """Size, FLOPs range (corners and random points) and zoo points of a space, as a plain dict."""
+    space = load_space(path).for_data(input_size[0], num_classes)
+    rng = random.Random(seed)
+    flops = sorted(spec_cost(space.random_spec(rng)[0], input_size)[0] for _ in range(samples))
+    corners = [spec_cost(space.corner_spec(largest), input_size)[0] for largest in (False, True)]
+    zoo = []
+    if space.family:
+        for name in list_models("^cifar_"):
+            if zoo_family(name) == space.family:
+                spec = get_spec(name, num_classes, input_size[0])
+                if space.params_of(spec) is not None:
+                    zoo.append({"name": name, "flops": spec_cost(spec, input_size)[0]})
+    size = space.size()
+    return {
+        "file": path, "name": space.name, "family": space.family, "description": space.description,
+        "input_size": list(input_size), "size": size if math.isfinite(size) else None,
+        "log10_size": round(math.log10(size), 2) if math.isfinite(size) and size > 0 else None,
+        "flops_min": min(corners[0], flops[0]) if flops else corners[0],
+        "flops_max": max(corners[1], flops[-1]) if flops else corners[1],
+        "flops_corners": corners,
+        "flops_sampled": {"samples": samples, "min": flops[0], "median": flops[len(flops) // 2], "max": flops[-1]}
+        if flops else None,
+        "fields": [{"field": field, "choices": text} for field, text in space.describe()],
+        "zoo_points": zoo,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = summarize_space(args.file, parse_input_size(args.input_size), args.num_classes, max(args.samples, 1))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console()
+    table = Table(title=f"search space {summary['name']} ({summary['file']})", title_justify="left")
+    table.add_column("field")
+    table.add_column("choices")
+    for row in summary["fields"]:
+        table.add_row(Text(row["field"]), Text(row["choices"]))  # not rich markup: [a, b] lists stay visible
+    console.print(table)
+    size = "infinite (continuous ranges)" if summary["size"] is None else f"{summary['size']:.3g} points " \
+        f"(10^{summary['log10_size']})"
+    sampled = summary["flops_sampled"]
+    where = "x".join(map(str, summary["input_size"]))
+    console.print(f"size: {size}", highlight=False)
+    console.print(f"FLOPs at {where}: {format_cost('flops', summary['flops_min'])} .. "
+                  f"{format_cost('flops', summary['flops_max'])} (smallest/largest choice of every field); "
+                  f"median of {sampled['samples']} random points {format_cost('flops', sampled['median'])}",
+                  highlight=False)
+    if summary["zoo_points"]:
+        names = ", ".join(f"{z['name']} ({format_cost('flops', z['flops'])})" for z in summary["zoo_points"])
+        console.print(f"zoo models that are points of the space ({len(summary['zoo_points'])}): {names}",
+                      highlight=False)
+    return 0

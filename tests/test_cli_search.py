@@ -1,0 +1,141 @@
+"""End to end on synthetic data through the CLI: search, resume, report, export, train the export, retrain."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from bsnas.budget import spec_cost
+from bsnas.build import build_model
+from bsnas.cli import main
+from bsnas.spec import load_spec
+
+TINY = ["--dataset", "synthetic", "--proxy-images", "64", "--proxy-epochs", "1", "--workers", "1", "--threads", "1",
+        "--sampler", "random", "--quiet"]
+
+
+def _rows(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    argv = ["search", "--budget", "2MFLOPs", "--trials", "3", "--runs-dir", str(runs), "--name", "e2e",
+            "--zoo", r"v3_small_w7d20$", *TINY]
+    assert main(argv) == 0
+    return runs, argv
+
+
+def test_search_writes_the_report(searched):
+    runs, _ = searched
+    run = runs / "e2e"
+    for name in ("study.db", "trials.csv", "pareto.png", "search.yaml", "space.yaml"):
+        assert (run / name).is_file(), name
+    rows = _rows(run / "trials.csv")
+    assert len(rows) == 3
+    assert rows[0]["zoo"] == "cifar_mobilenetv3_small_w7d20"  # the warm start runs first
+    front = [row for row in rows if row["pareto"] == "1"]
+    assert front and len(list((run / "pareto").glob("*.yaml"))) == len({row["spec_hash"] for row in front})
+    assert (run / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_adds_trials_without_retraining(searched, capsys):
+    runs, argv = searched
+    before = {row["number"]: row for row in _rows(runs / "e2e" / "trials.csv")}
+    argv = [a if a != "3" else "4" for a in argv]
+    assert main(argv) == 0
+    rows = _rows(runs / "e2e" / "trials.csv")
+    assert len(rows) == 4
+    for row in rows[:3]:
+        assert row["train_seconds"] == before[row["number"]]["train_seconds"]  # not trained again
+        assert row["val_accuracy"] == before[row["number"]]["val_accuracy"]
+
+
+def test_report_json(searched, capsys):
+    runs, _ = searched
+    capsys.readouterr()
+    assert main(["report", "e2e", "--runs-dir", str(runs), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["counts"]["complete"] >= 3 and report["front"]
+
+
+def test_export_is_trainable_and_within_budget(searched, tmp_path, capsys):
+    runs, _ = searched
+    out = tmp_path / "arch.yaml"
+    assert main(["export", "e2e", "--runs-dir", str(runs), "--pick", "max-acc", "-o", str(out)]) == 0
+    spec = load_spec(out)
+    assert spec_cost(spec, (3, 16, 16))[0] <= 2e6
+    build_model(spec)
+    assert main(["train", str(out), "--dataset", "synthetic", "--epochs", "1", "--subset", "64", "--threads", "1",
+                 "--device", "cpu", "--runs-dir", str(tmp_path), "--name", "exported"]) == 0
+    assert json.loads((tmp_path / "exported" / "result.json").read_text())["epochs"] == 1
+
+
+def test_retrain_front_one_epoch(searched, capsys):
+    runs, _ = searched
+    argv = ["retrain", "e2e", "--runs-dir", str(runs), "--epochs", "1", "--device", "cpu", "--zoo", "none", "--json"]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(row["epochs"] == 1 and row["test_accuracy"] is not None for row in rows)
+    results = sorted((runs / "e2e" / "retrain").glob("*/result.json"))
+    stamps = [path.stat().st_mtime_ns for path in results]
+    assert main(argv) == 0  # finished runs are not trained again
+    assert [path.stat().st_mtime_ns for path in results] == stamps
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["search", "--budget", "100MFLOP5"], "--budget '100MFLOP5'"),
+    (["search", "--budget", "100MFLOPs", "--budget", "200MFLOPs"], "twice"),
+    (["search", "--budget", "100MFLOPs", "--timeout", "soon"], "--timeout 'soon'"),
+    (["export", "nosuchrun", "--runs-dir", "/nonexistent"], "nosuchrun"),
+    (["space", "show", "/nonexistent/space.yaml"], "/nonexistent/space.yaml"),
+])
+def test_user_errors_exit_2_with_one_line(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bsnas: error:") and needle in err and "\n" not in err
+
+
+def test_bad_space_file_exits_2_naming_the_field(tmp_path, capsys):
+    bad = tmp_path / "space.yaml"
+    bad.write_text("model: {block_type: conv}\nstem: {out_channels: 8}\n"
+                   "stages: [{repeats: 1, out_channels: 8, op: [dsc, bsconv_x]}]\n")
+    assert main(["search", "--budget", "1MFLOPs", "--space", str(bad), "--runs-dir", str(tmp_path), *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{bad}: stages[0].op[1]: 'bsconv_x' is not one of" in err and "\n" not in err
+
+
+def test_space_that_cannot_meet_budget_exits_2(tmp_path, capsys):
+    assert main(["search", "--budget", "1kFLOPs", "--runs-dir", str(tmp_path), *TINY]) == 2
+    assert "smallest point of the space is over the budget" in capsys.readouterr().err
+
+
+def test_space_show_json(capsys):
+    assert main(["space", "show", "search_spaces/mobilenet.yaml", "--samples", "20", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["log10_size"] > 20 and summary["flops_min"] < summary["flops_max"]
+    names = {z["name"] for z in summary["zoo_points"]}
+    assert {"cifar_mobilenetv1_w1_bsconvu", "cifar_mobilenetv2_w1d2_bsconvs_p1d6",
+            "cifar_mobilenetv3_large_w1_pfd"} <= names
+
+
+def test_any_storage_url(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    argv = ["search", "--budget", "2MFLOPs", "--trials", "2", "--runs-dir", str(tmp_path), "--name", "url",
+            "--storage", url, "--no-warm-start", *TINY]
+    assert main(argv) == 0
+    assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / "url" / "study.db").exists()
+    capsys.readouterr()
+    assert main(["report", "url", "--runs-dir", str(tmp_path), "--storage", url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["complete"] == 2
+
+
+def test_space_show_text(capsys):
+    assert main(["space", "show", "search_spaces/resnet.yaml", "--samples", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "[regular, dsc, bsconv_u, bsconv_s]" in out  # lists are printed, not eaten as rich markup
+    assert "true when op in [bsconv_s]" in out and "size:" in out and "cifar_resnet20_bsconvs_p1d4" in out

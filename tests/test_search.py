@@ -1,0 +1,209 @@
+"""The search library on synthetic shapes with an injected trainer: budgets, de-duplication, warm start, resume."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from bsnas.budget import parse_budget, spec_cost
+from bsnas.errors import BsnasError
+from bsnas.front import _knee_index, export_front, pareto_trials, pick_trial, trial_spec, write_trials_csv
+from bsnas.search import Evaluation, SearchConfig, count_trials, create_study, enqueue_zoo, make_objective, run_search
+from bsnas.space import load_space
+from bsnas.spec import load_spec, spec_hash
+
+SYNTHETIC = ((3, 16, 16), 10)  # make_synthetic's default shape
+
+
+class FakeTrainer:
+    """Records every architecture it is asked to train; accuracy grows with the parameter count."""
+
+    def __init__(self):
+        self.specs = []
+
+    def __call__(self, spec):
+        self.specs.append(spec)
+        flops, params = spec_cost(spec, SYNTHETIC[0])
+        return Evaluation(accuracy=min(0.99, 0.5 + params / 2e6), seconds=0.0)
+
+
+def _config(tmp_path, budget="3MFLOPs", **changes):
+    values = dict(name="t", space_file="search_spaces/mobilenet.yaml", budgets=(parse_budget(budget),), trials=6,
+                  runs_dir=str(tmp_path), dataset="synthetic", warm_start=False, threads=1, sampler="random")
+    values.update(changes)
+    return SearchConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("search_spaces/mobilenet.yaml")
+
+
+def test_infeasible_candidates_are_never_trained(tmp_path, space):
+    trainer = FakeTrainer()
+    config = _config(tmp_path, budget="300kFLOPs", trials=12, sampler="random")
+    result = run_search(config, space, evaluate=trainer)
+    trials = result.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    infeasible = [t for t in trials if t.user_attrs["status"] == "infeasible"]
+    trained = [t for t in trials if t.user_attrs["status"] == "trained"]
+    assert len(trials) == 12 and infeasible, "the tiny budget must reject some candidates"
+    assert len(trainer.specs) == len(trained)
+    trained_hashes = {spec_hash(spec) for spec in trainer.specs}
+    for trial in infeasible:
+        assert trial.user_attrs["spec_hash"] not in trained_hashes
+        assert trial.user_attrs["flops"] > 300e3 and "flops" in trial.user_attrs["reason"]
+        assert trial.constraints["flops"] > 0 and trial.values[0] == 0.0
+    for spec in trainer.specs:
+        assert spec_cost(spec, SYNTHETIC[0])[0] <= 300e3
+    assert all(t.constraints["flops"] <= 0 for t in trained)
+    assert all(t.user_attrs["status"] != "infeasible" for t in pareto_trials(result.study))
+
+
+def test_candidates_are_shrunk_into_the_budget(tmp_path, space):
+    from bsnas.zoo import get_spec
+
+    local = space.for_data(3, 10)
+    study = create_study(_config(tmp_path, budget="8MFLOPs"), local)
+    objective = make_objective(local, (parse_budget("8MFLOPs"),), "flops", FakeTrainer(), SYNTHETIC[0])
+    params = local.params_of(get_spec("cifar_mobilenetv2_w1", 10, 3))  # 23 MFLOPs at 3x16x16
+    assert params["width_multiplier"] == 1.0
+    study.enqueue_trial(params)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[-1]
+    assert trial.user_attrs["status"] == "trained"
+    assert trial.user_attrs["width_fit"] == 0.5 and trial.user_attrs["flops"] <= 8e6  # w1d2: 6.8 MFLOPs
+    assert spec_hash(trial_spec(trial)) == spec_hash(get_spec("cifar_mobilenetv2_w1d2", 10, 3))
+
+
+def test_duplicates_are_not_trained_twice(tmp_path, space):
+    trainer = FakeTrainer()
+    local = space.for_data(3, 10)
+    study = create_study(_config(tmp_path, budget="50MFLOPs"), local)
+    from bsnas.zoo import get_spec
+
+    params = local.params_of(get_spec("cifar_mobilenetv3_small_w7d20", 10, 3))
+    for _ in range(3):
+        study.enqueue_trial(params)
+    study.optimize(make_objective(local, (parse_budget("50MFLOPs"),), "flops", trainer, SYNTHETIC[0]), n_trials=3)
+    statuses = [t.user_attrs["status"] for t in study.trials]
+    assert statuses == ["trained", "duplicate", "duplicate"]
+    assert len(trainer.specs) == 1
+    assert study.trials[2].values == study.trials[0].values
+    assert study.trials[1].user_attrs["duplicate_of"] == 0
+    assert len(pareto_trials(study)) == 1  # one architecture, listed once
+
+
+def test_warm_start_enqueues_fitting_zoo_models_first(tmp_path, space):
+    trainer = FakeTrainer()
+    config = _config(tmp_path, budget="1MFLOPs", trials=3, warm_start=True, zoo_pattern=r"v3_small_w(7d20|1d2)")
+    result = run_search(config, space, evaluate=trainer)
+    assert result.enqueued and all(("w7d20" in n or "w1d2" in n) for n in result.enqueued)
+    local = space.for_data(3, 10)
+    from bsnas.zoo import get_spec
+
+    for name in result.enqueued:
+        assert spec_cost(get_spec(name, 10, 3), SYNTHETIC[0])[0] <= 1e6
+        assert local.params_of(get_spec(name, 10, 3)) is not None
+    first = result.study.trials[0]
+    assert first.user_attrs["zoo"] == result.enqueued[0] and trial_spec(first).name == result.enqueued[0]
+    # resuming does not enqueue them again
+    assert enqueue_zoo(result.study, local, config.budgets, SYNTHETIC[0], config.zoo_pattern) == []
+
+
+def test_resume_continues_up_to_the_trial_count(tmp_path, space):
+    trainer = FakeTrainer()
+    run_search(_config(tmp_path, budget="3MFLOPs", trials=3), space, evaluate=trainer)
+    first = len(trainer.specs)
+    result = run_search(_config(tmp_path, budget="3MFLOPs", trials=5), space, evaluate=trainer)
+    counts = count_trials(result.study)
+    assert counts["complete"] == 5
+    assert len(trainer.specs) - first <= 2
+    again = run_search(_config(tmp_path, budget="3MFLOPs", trials=5), space, evaluate=trainer)
+    assert count_trials(again.study)["complete"] == 5
+    with pytest.raises(BsnasError, match="same --budget"):
+        run_search(_config(tmp_path, budget="4MFLOPs", trials=6), space, evaluate=trainer)
+
+
+def test_space_that_cannot_meet_the_budget_says_so_early(tmp_path, space):
+    trainer = FakeTrainer()
+    with pytest.raises(BsnasError, match="smallest point of the space is over the budget"):
+        run_search(_config(tmp_path, budget="1kFLOPs"), space, evaluate=trainer)
+    assert trainer.specs == []
+
+
+def test_front_export_picks_and_csv(tmp_path, space):
+    result = run_search(_config(tmp_path, budget="3MFLOPs", trials=8), space, evaluate=FakeTrainer())
+    study = result.study
+    front = pareto_trials(study)
+    assert front
+    paths = export_front(study, tmp_path / "pareto")
+    assert len(paths) == len(front)
+    for path, trial in zip(paths, front, strict=True):
+        assert spec_hash(load_spec(path)) == trial.user_attrs["spec_hash"]
+    best = pick_trial(study, "max-acc")
+    assert best.values[0] == max(t.values[0] for t in front)
+    assert pick_trial(study, "min-cost").values[1] == min(t.values[1] for t in front)
+    assert pick_trial(study, "knee") in front
+    assert pick_trial(study, f"trial:{front[0].number}").number == front[0].number
+    with pytest.raises(BsnasError, match="no trial 999"):
+        pick_trial(study, "trial:999")
+    with pytest.raises(BsnasError, match="is not one of"):
+        pick_trial(study, "best")
+    lines = write_trials_csv(study, tmp_path / "trials.csv").read_text().splitlines()
+    assert len(lines) == 1 + 8 and lines[0].startswith("number,state,status")
+
+
+def test_knee_is_the_bend():
+    points = [(1.0, 0.50), (2.0, 0.80), (4.0, 0.84), (8.0, 0.85)]
+    assert _knee_index(points) == 1
+
+
+def test_two_worker_processes_share_one_study(tmp_path, space):
+    config = _config(tmp_path, budget="2MFLOPs", trials=4, workers=2, proxy_images=64, proxy_epochs=1)
+    result = run_search(config, space)
+    counts = count_trials(result.study)
+    assert result.failed_workers == 0
+    assert counts["complete"] >= 4 and counts["running"] == 0
+    numbers = [t.number for t in result.study.trials]
+    assert numbers == sorted(set(numbers))
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_dead_workers_trial_is_failed_and_retried(tmp_path, space, monkeypatch):
+    import time
+
+    import bsnas.search as search
+
+    monkeypatch.setattr(search, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(search, "GRACE_S", 2)
+    config = _config(tmp_path, budget="3MFLOPs", trials=2)
+    study = create_study(config, space.for_data(3, 10))
+    dead = study.ask()  # a worker that took a trial, beat once and died
+    study._storage.record_heartbeat(dead._trial_id)
+    time.sleep(3)
+    trainer = FakeTrainer()
+    result = run_search(config, space, evaluate=trainer)
+    states = {t.number: t.state for t in result.study.trials}
+    assert states[dead.number] == optuna.trial.TrialState.FAIL
+    assert count_trials(result.study)["complete"] == 2 and len(trainer.specs) >= 1
+    retried = [t for t in result.study.trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert retried and retried[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_latency_budget_and_objective(tmp_path, space):
+    trainer = FakeTrainer()
+    budgets = (parse_budget("3MFLOPs"), parse_budget("10000ms"))  # every candidate that fits 3 MFLOPs fits 10 s
+    config = _config(tmp_path, trials=3, objective="latency", budgets=budgets)
+    result = run_search(config, space, evaluate=trainer)
+    for trial in result.study.trials:
+        if trial.user_attrs["status"] == "infeasible":
+            assert trial.user_attrs["latency_ms"] is None  # over the FLOPs budget: latency is never measured
+            continue
+        assert 0 < trial.user_attrs["latency_ms"] < 10000
+        assert trial.values[1] == pytest.approx(trial.user_attrs["latency_ms"])
+        assert set(trial.constraints) == {"flops", "latency"} and trial.constraints["latency"] < 0
+    tight = _config(tmp_path, name="tight", trials=2, objective="flops",
+                    budgets=(parse_budget("3MFLOPs"), parse_budget("1us")))
+    result = run_search(tight, space, evaluate=trainer)
+    assert {t.user_attrs["status"] for t in result.study.trials} == {"infeasible"}
+    assert any("latency" in t.user_attrs["reason"] for t in result.study.trials)
