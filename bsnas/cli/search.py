@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from bsnas.space import load_space
 
 __all__ = ["add_parser", "run", "parse_duration", "SearchProgress", "print_report"]
 
-DEFAULT_SPACE = "search_spaces/mobilenet.yaml"
+# The shipped spaces live in the checkout beside the package (the README installs it editable).
+DEFAULT_SPACE = os.path.relpath(Path(__file__).resolve().parents[2] / "search_spaces" / "mobilenet.yaml")
 DEFAULT_TRIALS = 50
 
 
