@@ -25,8 +25,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("model", help="a zoo name (see `bsnas zoo list`) or an ArchSpec YAML file")
     parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the spec's)")
     parser.add_argument("--input-size", default=None,
-                        help="CxHxW of one image (default 3x32x32, 3x224x224 for ImageNet zoo names); "
-                             "C sets the input channels")
+                        help="CxHxW of one image (default: the spec's channels x 32x32, 224x224 for ImageNet zoo "
+                             "names); C sets the input channels")
     parser.add_argument("--latency", action="store_true", help="also measure latency (median after warm-up)")
     parser.add_argument("--batch-size", type=int, default=32, help="the second latency batch size (default 32)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (latency only; default cpu)")
@@ -37,14 +37,14 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _default_input_size(model: str) -> tuple[int, int, int]:
-    imagenet_name = not model.startswith("cifar_") and not model.endswith((".yaml", ".yml"))
-    return (3, 224, 224) if imagenet_name else (3, 32, 32)
-
-
 def run(args: argparse.Namespace) -> int:
-    input_size = parse_input_size(args.input_size) if args.input_size else _default_input_size(args.model)
-    spec = resolve_spec(args.model, args.num_classes, input_size[0])
+    if args.input_size:
+        input_size = parse_input_size(args.input_size)
+        spec = resolve_spec(args.model, args.num_classes, input_size[0])
+    else:  # the spec's channels; 224x224 for ImageNet zoo names, else 32x32
+        spec = resolve_spec(args.model, args.num_classes)
+        imagenet_name = not args.model.startswith("cifar_") and not args.model.endswith((".yaml", ".yml"))
+        input_size = (spec.in_channels, 224 if imagenet_name else 32, 224 if imagenet_name else 32)
     if args.device.startswith("cuda"):
         import torch
 
