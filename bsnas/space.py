@@ -29,7 +29,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bsnas.errors import BsnasError
-from bsnas.spec import ACTIVATIONS, BLOCK_TYPES, KERNEL_SIZES, OPS, ArchSpec, BlockSpec, HeadSpec, StemSpec, read_yaml
+from bsnas.spec import (
+    ACTIVATIONS,
+    BLOCK_TYPES,
+    KERNEL_SIZES,
+    OPS,
+    ArchSpec,
+    BlockSpec,
+    FieldChecker,
+    HeadSpec,
+    StemSpec,
+    read_yaml,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -481,7 +492,7 @@ class _Branch(Exception):
 
 
 class _Mismatch(Exception):
-    pass
+    """The hints cannot be produced by this space (raised while decoding a spec into parameters)."""
 
 
 def _search_params(space: SearchSpace, target: ArchSpec) -> dict[str, Any] | None:
@@ -587,23 +598,11 @@ def random_params(space: SearchSpace, count: int, seed: int = 0) -> list[tuple[A
 # ---------------------------------------------------------------------------------------------- validation
 
 
-class _Checker:
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, where: str, message: str) -> None:
-        raise BsnasError(f"{self.source}: {where}: {message}")
+class _Checker(FieldChecker):
+    """Field checks of search-space values; an omitted (null) section is an empty mapping."""
 
     def mapping(self, value: Any, where: str, allowed: tuple[str, ...]) -> dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(where, f"expected a mapping with keys {', '.join(allowed)}, got {type(value).__name__}")
-        for key in value:
-            if key not in allowed:
-                self.fail(f"{where}.{key}" if where else str(key),
-                          f"unknown key; allowed keys are {', '.join(allowed)}")
-        return value
+        return {} if value is None else super().mapping(value, where, allowed)
 
     def value(self, value: Any, where: str, kind: str) -> Any:
         """Check one candidate value of a field of the given kind."""

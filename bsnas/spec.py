@@ -40,6 +40,7 @@ __all__ = [
     "spec_to_yaml",
     "load_spec",
     "read_yaml",
+    "FieldChecker",
     "save_spec",
     "spec_hash",
 ]
@@ -168,8 +169,8 @@ def spec_hash(spec: ArchSpec) -> str:
 # validation
 
 
-class _Checker:
-    """Builds field paths such as `blocks[3].op` for error messages."""
+class FieldChecker:
+    """Raises one-line BsnasErrors that name the source file and a field path such as `blocks[3].op`."""
 
     def __init__(self, source: str):
         self.source = source
@@ -177,16 +178,20 @@ class _Checker:
     def fail(self, where: str, message: str) -> None:
         raise BsnasError(f"{self.source}: {where}: {message}")
 
-    def mapping(self, value: Any, where: str, cls: type) -> dict[str, Any]:
+    def mapping(self, value: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        """`value` itself if it is a mapping whose keys are all in `allowed`."""
         if not isinstance(value, dict):
             self.fail(where or "top level",
-                      f"expected a mapping with keys {_field_names(cls)}, got {type(value).__name__}")
-        allowed = {f.name for f in fields(cls)}
+                      f"expected a mapping with keys {', '.join(allowed)}, got {type(value).__name__}")
         for key in value:
             if key not in allowed:
                 self.fail(f"{where}.{key}" if where else str(key),
-                          f"unknown key; allowed keys are {_field_names(cls)}")
+                          f"unknown key; allowed keys are {', '.join(allowed)}")
         return value
+
+
+class _Checker(FieldChecker):
+    """Field checks of ArchSpec values."""
 
     def integer(self, value: Any, where: str, minimum: int = 1) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -219,8 +224,8 @@ class _Checker:
         return float(value)
 
 
-def _field_names(cls: type) -> str:
-    return ", ".join(f.name for f in fields(cls))
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 def _check_layer(check: _Checker, data: dict[str, Any], where: str, defaults: Any) -> dict[str, Any]:
@@ -239,7 +244,7 @@ def _check_layer(check: _Checker, data: dict[str, Any], where: str, defaults: An
 
 
 def _check_stem(check: _Checker, data: Any) -> StemSpec:
-    data = check.mapping(data, "stem", StemSpec)
+    data = check.mapping(data, "stem", _field_names(StemSpec))
     if "out_channels" not in data:
         check.fail("stem.out_channels", "missing; the stem needs out_channels")
     values = _check_layer(check, data, "stem", StemSpec(out_channels=1))
@@ -253,7 +258,7 @@ def _check_stem(check: _Checker, data: Any) -> StemSpec:
 
 def _check_block(check: _Checker, data: Any, index: int) -> BlockSpec:
     where = f"blocks[{index}]"
-    data = check.mapping(data, where, BlockSpec)
+    data = check.mapping(data, where, _field_names(BlockSpec))
     for key in ("type", "op", "out_channels"):
         if key not in data:
             check.fail(f"{where}.{key}", "missing; every block needs type, op and out_channels")
@@ -280,7 +285,7 @@ def _check_block(check: _Checker, data: Any, index: int) -> BlockSpec:
 
 
 def _check_head(check: _Checker, data: Any) -> HeadSpec:
-    data = check.mapping({} if data is None else data, "head", HeadSpec)
+    data = check.mapping({} if data is None else data, "head", _field_names(HeadSpec))
     values = {f.name: data.get(f.name, f.default) for f in fields(HeadSpec)}
     if values["conv_channels"] is not None:
         check.integer(values["conv_channels"], "head.conv_channels")
@@ -295,7 +300,7 @@ def _check_head(check: _Checker, data: Any) -> HeadSpec:
 def spec_from_dict(data: Any, source: str = "<spec>") -> ArchSpec:
     """Validate a plain dict (e.g. from YAML) and return the ArchSpec; errors name source and field."""
     check = _Checker(source)
-    data = check.mapping(data, "", ArchSpec)
+    data = check.mapping(data, "", _field_names(ArchSpec))
     version = data.get("format_version", FORMAT_VERSION)
     if version != FORMAT_VERSION:
         check.fail("format_version", f"{version!r} is not supported; this bsnas reads version {FORMAT_VERSION}")
