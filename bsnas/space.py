@@ -41,6 +41,7 @@ from bsnas.spec import (
     StemSpec,
     read_yaml,
 )
+from bsnas.zoo import scale_channels
 
 if TYPE_CHECKING:
     import optuna
@@ -293,7 +294,8 @@ class SearchSpace:
         block_type = context["block_type"]
 
         stem_values = self._layer_values("stem", self.stem, dict(context), pick)
-        stem_values["out_channels"], stem_base = _scale(stem_values["out_channels"], width), stem_values["out_channels"]
+        stem_base = stem_values["out_channels"]
+        stem_values["out_channels"] = scale_channels(stem_base, width)
         if stem_values["op"] != "bsconv_s":
             stem_values["p"] = None
         stem = StemSpec(**stem_values)
@@ -325,7 +327,7 @@ class SearchSpace:
                 mid = None
                 if block_type == "inverted":
                     mid = max(1, int(_fraction(values["expansion"]) * in_base * width))
-                block = BlockSpec(type=block_type, op=values["op"], out_channels=_scale(out_base, width),
+                block = BlockSpec(type=block_type, op=values["op"], out_channels=scale_channels(out_base, width),
                                   kernel_size=values["kernel_size"], stride=stride, act=values["act"],
                                   mid_channels=mid, se=bool(values["se"]) if block_type == "inverted" else False,
                                   p=values["p"], inner_bn=bool(values["inner_bn"]), padding_free=padding_free)
@@ -338,7 +340,7 @@ class SearchSpace:
 
         head_values = self._layer_values("head", self.head, dict(context), pick)
         if head_values["conv_channels"] is not None and width > 1:
-            head_values["conv_channels"] = _scale(head_values["conv_channels"], width)
+            head_values["conv_channels"] = scale_channels(head_values["conv_channels"], width)
         head = HeadSpec(**head_values)
         check("head", head)
 
@@ -479,10 +481,6 @@ def _fraction(value: Any) -> Fraction:
         Fraction(value).limit_denominator(1000)
 
 
-def _scale(channels: int, width: Fraction) -> int:
-    return max(1, int(channels * width))
-
-
 # ------------------------------------------------------------------------------------ zoo points (inverse)
 
 
@@ -537,11 +535,11 @@ def _search_params(space: SearchSpace, target: ArchSpec) -> dict[str, Any] | Non
             layer = target.stem if where == "stem" else target.head
         width = hint.get("width")
         if key == "out_channels":
-            return lambda c: _scale(c, width) == layer.out_channels
+            return lambda c: scale_channels(c, width) == layer.out_channels
         if key == "expansion":
             return lambda e: max(1, int(_fraction(e) * hint["in_base"] * width)) == layer.mid_channels
         if key == "conv_channels":
-            return lambda c: (c if c is None or width <= 1 else _scale(c, width)) == layer.conv_channels
+            return lambda c: (c if c is None or width <= 1 else scale_channels(c, width)) == layer.conv_channels
         return lambda v: v == getattr(layer, key) or _close(v, getattr(layer, key))
 
     def hint_values(choice: Choice, hint: dict) -> list:

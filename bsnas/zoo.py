@@ -16,7 +16,7 @@ from pathlib import Path
 from bsnas.errors import BsnasError
 from bsnas.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec, load_spec
 
-__all__ = ["GRAMMAR", "get_spec", "create_model", "list_models", "resolve_spec", "zoo_family"]
+__all__ = ["GRAMMAR", "get_spec", "create_model", "list_models", "resolve_spec", "scale_channels", "zoo_family"]
 
 GRAMMAR = """\
     [cifar_]mobilenetv1_w<N>[d<D>][_bsconvu][_pfd]
@@ -61,8 +61,9 @@ _IMAGENET_RESNET_UNITS = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2], 26: [3, 3, 3, 3], 
 _WRN_UNITS = {16: 2, 28: 4, 40: 6}
 
 
-def _scale(channels: int, width: Fraction) -> int:
-    return int(channels * width)
+def scale_channels(channels: int, width: Fraction) -> int:
+    """A channel count times a width multiplier, truncated as in the zoo (`int(c * w)`), at least 1."""
+    return max(1, int(channels * width))
 
 
 def _stage_strides(stages: list[list], strides: list[int]) -> list[int]:
@@ -76,17 +77,17 @@ def _mobilenet(version: str, width: Fraction, cifar: bool, variant: str | None) 
         op = "bsconv_u" if variant == "_bsconvu" else "dsc"
         outs = [c for stage in _V1_STAGES for c in stage]
         strides = _stage_strides(_V1_STAGES, _MOBILENET_STRIDES[index])
-        blocks = [BlockSpec("conv", op, _scale(c, width), 3, s) for c, s in zip(outs, strides, strict=True)]
-        return StemSpec(_scale(32, width), 3, 1 + index), blocks, HeadSpec()
+        blocks = [BlockSpec("conv", op, scale_channels(c, width), 3, s) for c, s in zip(outs, strides, strict=True)]
+        return StemSpec(scale_channels(32, width), 3, 1 + index), blocks, HeadSpec()
     op = "bsconv_s" if variant else "bsconv_u"
-    head_scale = (lambda c: _scale(c, width)) if width > 1 else (lambda c: c)
+    head_scale = (lambda c: scale_channels(c, width)) if width > 1 else (lambda c: c)
     if version == "v2":
         outs = [c for stage in _V2_STAGES for c in stage]
         mids = [c for stage in _V2_MIDS for c in stage]
         strides = _stage_strides(_V2_STAGES, _MOBILENET_STRIDES[index])
-        blocks = [BlockSpec("inverted", op, _scale(c, width), 3, s, "relu6", _scale(m, width))
+        blocks = [BlockSpec("inverted", op, scale_channels(c, width), 3, s, "relu6", scale_channels(m, width))
                   for c, m, s in zip(outs, mids, strides, strict=True)]
-        stem = StemSpec(_scale(32, width), 3, 1 + index, act="relu6")
+        stem = StemSpec(scale_channels(32, width), 3, 1 + index, act="relu6")
         return stem, blocks, HeadSpec(conv_channels=head_scale(1280), act="relu6")
     table = _V3[version.split("_")[1]]
     blocks = []
@@ -94,9 +95,9 @@ def _mobilenet(version: str, width: Fraction, cifar: bool, variant: str | None) 
                 strict=True)
     for outs, mids, ses, kernel, act, stride in units:
         for i, (c, m, se) in enumerate(zip(outs, mids, ses, strict=True)):
-            blocks.append(BlockSpec("inverted", op, _scale(c, width), kernel, stride if i == 0 else 1, act,
-                                    _scale(m, width), bool(se)))
-    stem = StemSpec(_scale(16, width), 3, 1 + index, act="hswish")
+            blocks.append(BlockSpec("inverted", op, scale_channels(c, width), kernel, stride if i == 0 else 1, act,
+                                    scale_channels(m, width), bool(se)))
+    stem = StemSpec(scale_channels(16, width), 3, 1 + index, act="hswish")
     return stem, blocks, HeadSpec(conv_channels=head_scale(table["head"]), se=table["head_se"], act="hswish")
 
 

@@ -9,6 +9,7 @@ import re
 from bsnas.build import build_model
 from bsnas.errors import BsnasError
 from bsnas.profile import ProfileResult, profile
+from bsnas.train import resolve_device
 from bsnas.zoo import resolve_spec
 
 
@@ -29,7 +30,7 @@ def add_parser(subparsers) -> None:
                              "names); C sets the input channels")
     parser.add_argument("--latency", action="store_true", help="also measure latency (median after warm-up)")
     parser.add_argument("--batch-size", type=int, default=32, help="the second latency batch size (default 32)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (latency only; default cpu)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (latency only; default cpu)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for latency (default 1)")
     parser.add_argument("--repeats", type=int, default=20, help="timed repeats per latency (default 20)")
     parser.add_argument("--layers", action="store_true", help="one row per layer")
@@ -45,13 +46,9 @@ def run(args: argparse.Namespace) -> int:
         spec = resolve_spec(args.model, args.num_classes)
         imagenet_name = not args.model.startswith("cifar_") and not args.model.endswith((".yaml", ".yml"))
         input_size = (spec.in_channels, 224 if imagenet_name else 32, 224 if imagenet_name else 32)
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise BsnasError("--device cuda: no CUDA device is available here; use --device cpu.")
+    device = resolve_device(args.device) if args.latency else "cpu"
     result = profile(build_model(spec), input_size, latency=args.latency, batch_sizes=(1, args.batch_size),
-                     device=args.device, threads=args.threads, layers=args.layers, repeats=args.repeats)
+                     device=device, threads=args.threads, layers=args.layers, repeats=args.repeats)
     if args.json:
         print(json.dumps({"model": spec.name, **result.to_dict()}, indent=2))
     else:
