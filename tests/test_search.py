@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from bsnas import storage
 from bsnas.budget import parse_budget, spec_cost
 from bsnas.errors import BsnasError
 from bsnas.front import _knee_index, export_front, pareto_trials, pick_trial, trial_spec, write_trials_csv
@@ -172,10 +173,9 @@ def test_two_worker_processes_share_one_study(tmp_path, space):
 def test_a_dead_workers_trial_is_failed_and_retried(tmp_path, space, monkeypatch):
     import time
 
-    import bsnas.search as search
 
-    monkeypatch.setattr(search, "HEARTBEAT_S", 1)
-    monkeypatch.setattr(search, "GRACE_S", 2)
+    monkeypatch.setattr(storage, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(storage, "GRACE_S", 2)
     config = _config(tmp_path, budget="3MFLOPs", trials=2)
     study = create_study(config, space.for_data(3, 10))
     dead = study.ask()  # a worker that took a trial, beat once and died
