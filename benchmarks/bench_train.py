@@ -6,31 +6,45 @@
     python benchmarks/bench_train.py layout [--model M] ...
         channels_last on vs off for one training epoch (median of repeats).
     python benchmarks/bench_train.py proxy [--model M] [--repeats 3] [--threads N]
-        wall time of one proxy evaluation (preset `proxy`: train, then score the validation split).
-    python benchmarks/bench_train.py proxy-lr [--models A,B,...] [--lrs 0.025,0.05,...] [--crop-padding P]
-                                              [--flip on|off] [--threads N]
-        the proxy's learning rate: validation accuracy of each model and lr after the proxy schedule,
-        and the ranking of the models by a longer reference training (`--reference-epochs` epochs
-        of the paper schedule on `--reference-images` images).
+        wall time of one proxy evaluation as `bsnas search` runs it (`ProxyEvaluator` with the default proxy:
+        build the model, train it with the `proxy` preset, score the validation subset).
+    python benchmarks/bench_train.py workers [--model M] [--images 5000] [--repeats 3] [--threads 2]
+        throughput of proxy trainings in one process with --threads threads vs that many single-thread
+        processes (what `bsnas search --workers` does), same jobs, alternating, median of repeats.
+    python benchmarks/bench_train.py proxy-rank [--models A,B,...] [--settings S1 S2 ...] [--reference-epochs E]
+                                                [--reference-images N] [--jobs J]
+        how well proxy settings rank models: validation accuracy of each model under each setting (changes
+        to the proxy preset, e.g. lr=0.05,train_subset=5000,val_subset=3000) and the Spearman rank correlation
+        with a longer reference training (E epochs of the paper schedule, crop padding 2 + flip, on N images).
+        Trainings run in J single-thread processes; seeded CPU runs give the same accuracies for any J.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import multiprocessing
 import statistics
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 
+from bsnas.budget import spec_cost
 from bsnas.build import build_model
 from bsnas.data import BatchLoader, DataConfig, DataSplits, load_data
-from bsnas.profile import profile
+from bsnas.search import ProxyEvaluator
 from bsnas.train import TrainConfig, preset, train
 from bsnas.zoo import get_spec
 
 PROXY_MODEL = "cifar_mobilenetv2_w1d2_bsconvs_p1d6"  # 22.7 MFLOPs at 1x28x28, the largest <= 25 MFLOPs seed
+RANK_MODELS = ("cifar_mobilenetv3_small_w7d20", "cifar_resnet20_bsconvu", "cifar_mobilenetv2_w1d4",
+               "cifar_mobilenetv1_w1d4_bsconvu", "cifar_mobilenetv2_w1d2_bsconvs_p1d6",
+               "cifar_mobilenetv3_large_w7d20_bsconvs_p1d6_pfd", "cifar_mobilenetv1_w1d4",
+               "cifar_mobilenetv3_small_w1d2_bsconvs_p1d6")
 
 
 def fresh_model(name: str, data: DataSplits, seed: int = 0) -> torch.nn.Module:
@@ -84,20 +98,23 @@ def layout(args: argparse.Namespace, data: DataSplits) -> None:
 
 
 def proxy(args: argparse.Namespace, data: DataSplits) -> None:
-    model = fresh_model(args.model, data)
-    flops = profile(model, (data.in_channels, data.image_size, data.image_size)).flops
-    config = preset("proxy", device="cpu")
-    walls, accuracies = [], []
+    evaluator = ProxyEvaluator()  # exactly what `bsnas search` runs for a candidate with the default proxy
+    config = evaluator.train_config()
+    spec = get_spec(args.model, data.num_classes, data.in_channels)
+    flops, _ = spec_cost(spec, (data.in_channels, data.image_size, data.image_size))
+    evaluator.data()  # loaded once per worker process, before its first candidate
+    walls = []
     for _ in range(args.repeats):
+        torch.manual_seed(0)
         start = time.perf_counter()
-        result = train(fresh_model(args.model, data), data, config)
+        result = evaluator(spec)
         walls.append(time.perf_counter() - start)
-        accuracies.append(result.val_accuracy)
-        print(f"proxy of {args.model}: {walls[-1]:.1f} s, val accuracy {result.val_accuracy:.2%}, "
-              f"{result.images_per_s:.0f} img/s training", flush=True)
+        print(f"proxy of {args.model}: {walls[-1]:.1f} s ({result.seconds:.1f} s training), "
+              f"val accuracy {result.accuracy:.2%}", flush=True)
     print(f"{args.model} ({flops / 1e6:.1f} MFLOPs at {data.in_channels}x{data.image_size}x{data.image_size}), "
-          f"{config.train_subset} training + {len(data.val)} validation images, threads {torch.get_num_threads()}: "
-          f"median {statistics.median(walls):.1f} s per proxy evaluation (train + validation)")
+          f"{config.train_subset} training + {config.val_subset or len(data.val)} validation images, "
+          f"threads {torch.get_num_threads()}: median {statistics.median(walls):.1f} s per proxy evaluation "
+          "(build + train + validation)")
 
 
 def spearman(first: list[float], second: list[float]) -> float:
@@ -110,47 +127,96 @@ def spearman(first: list[float], second: list[float]) -> float:
     return 1 - 6 * sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) / (n * (n * n - 1))
 
 
-def proxy_lr(args: argparse.Namespace, data: DataSplits) -> None:
+def parse_setting(text: str) -> dict[str, Any]:
+    """`lr=0.1,train_subset=5000,flip=false` -> changes to the proxy preset (TrainConfig field names)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    changes = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--settings {text!r}: {key!r} is not a TrainConfig field ({', '.join(sorted(fields))}).")
+        changes[key] = yaml.safe_load(value)
+    return changes
+
+
+def _accuracy(job: tuple[str, dict[str, Any], str, int]) -> tuple[float, float]:
+    """(validation accuracy, seconds) of one training of a zoo model with `threads` torch threads."""
+    name, changes, preset_name, threads = job
+    torch.set_num_threads(threads)
+    data = _worker_data()
+    start = time.perf_counter()
+    result = train(fresh_model(name, data), data, preset(preset_name, device="cpu", **changes))
+    return result.val_accuracy, time.perf_counter() - start
+
+
+@functools.cache
+def _worker_data() -> DataSplits:
+    return load_data(DataConfig("fashion-mnist"))
+
+
+def proxy_rank(args: argparse.Namespace, data: DataSplits) -> None:
     models = args.models.split(",")
-    lrs = [float(lr) for lr in args.lrs.split(",")]
-    table: dict[float, list[float]] = {lr: [] for lr in lrs}
     for name in models:
-        for lr in lrs:
-            start = time.perf_counter()
-            config = preset("proxy", lr=lr, device="cpu", crop_padding=args.crop_padding, flip=args.flip == "on")
-            result = train(fresh_model(name, data), data, config)
-            table[lr].append(result.val_accuracy)
-            print(f"proxy {name} lr {lr}: val accuracy {result.val_accuracy:.2%} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
-    reference = []
+        get_spec(name)  # an unknown name fails now, not after an hour of training
+    settings = [parse_setting(text) for text in args.settings]
+    jobs = [(name, changes, "proxy", 1) for changes in settings for name in models]
     if args.reference_epochs:
-        config = preset("paper", epochs=args.reference_epochs, train_subset=args.reference_images, final_test=False,
-                        device="cpu", crop_padding=2)
-        for name in models:
-            reference.append(train(fresh_model(name, data), data, config).val_accuracy)
-            print(f"reference {name}: val accuracy {reference[-1]:.2%}", flush=True)
-    print("\n| lr | " + " | ".join(models) + " | mean |" + (" Spearman vs reference |" if reference else ""))
-    print("|---" * (len(models) + 2 + bool(reference)) + "|")
-    for lr in lrs:
-        cells = " | ".join(f"{accuracy:.2%}" for accuracy in table[lr])
-        rho = f" {spearman(table[lr], reference):+.2f} |" if reference else ""
-        print(f"| {lr} | {cells} | {statistics.mean(table[lr]):.2%} |{rho}")
-    if reference:
-        print("| reference | " + " | ".join(f"{accuracy:.2%}" for accuracy in reference) + " | |")
+        reference = {"epochs": args.reference_epochs, "train_subset": args.reference_images, "final_test": False,
+                     "crop_padding": 2}
+        jobs += [(name, reference, "paper", 1) for name in models]
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        results = []
+        for job, (accuracy, seconds) in zip(jobs, pool.imap(_accuracy, jobs), strict=True):
+            results.append(accuracy)
+            print(f"{job[2]} {job[0]} {job[1]}: val accuracy {accuracy:.2%} ({seconds:.0f} s)", flush=True)
+    rows = [results[i * len(models):(i + 1) * len(models)] for i in range(len(jobs) // len(models))]
+    truth = rows[-1] if args.reference_epochs else None
+    print("\n| proxy setting | " + " | ".join(name.removeprefix("cifar_") for name in models) + " | mean |"
+          + (" Spearman vs reference |" if truth else ""))
+    print("|---" * (len(models) + 2 + bool(truth)) + "|")
+    for text, row in zip(args.settings, rows, strict=False):
+        rho = f" {spearman(row, truth):+.2f} |" if truth else ""
+        cells = " | ".join(f"{accuracy:.2%}" for accuracy in row)
+        print(f"| {text or 'preset'} | {cells} | {statistics.mean(row):.2%} |{rho}")
+    if truth:
+        print(f"| reference ({args.reference_epochs} epochs, {args.reference_images} images) | "
+              + " | ".join(f"{a:.2%}" for a in truth) + " | | |")
+
+
+def workers(args: argparse.Namespace, data: DataSplits) -> None:
+    """The same proxy trainings in one two-thread process vs two single-thread processes, alternating."""
+    cores = args.threads or 2
+    jobs = [(args.model, {"train_subset": args.images, "val_subset": 1000}, "proxy")] * (2 * cores)
+    walls: dict[str, list[float]] = {"one process": [], "processes": []}
+    for _ in range(args.repeats):
+        for label, processes, threads in (("one process", 1, cores), ("processes", cores, 1)):
+            with multiprocessing.get_context("spawn").Pool(processes) as pool:
+                pool.map(_worker_data_loaded, range(processes))  # spawn and load the data before timing
+                start = time.perf_counter()
+                pool.map(_accuracy, [(*job, threads) for job in jobs], chunksize=1)
+                walls[label].append(time.perf_counter() - start)
+            print(f"{label} ({processes} x {threads} threads): {walls[label][-1]:.1f} s", flush=True)
+    one, many = statistics.median(walls["one process"]), statistics.median(walls["processes"])
+    print(f"{len(jobs)} proxy trainings of {args.model} on {args.images} images: one {cores}-thread process "
+          f"{one:.1f} s, {cores} single-thread processes {many:.1f} s (medians of {args.repeats}); "
+          f"{one / many:.2f}x the throughput")
+
+
+def _worker_data_loaded(_: int) -> int:
+    return len(_worker_data().train)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("overhead", "layout", "proxy", "proxy-lr"))
+    parser.add_argument("what", choices=("overhead", "layout", "proxy", "proxy-rank", "workers"))
     parser.add_argument("--model", default=PROXY_MODEL)
-    parser.add_argument("--models", default="cifar_mobilenetv3_small_w7d20,cifar_resnet20_bsconvu,"
-                                            "cifar_mobilenetv2_w1d4,cifar_mobilenetv1_w1d4_bsconvu")
-    parser.add_argument("--lrs", default="0.025,0.05,0.1,0.2")
-    parser.add_argument("--reference-epochs", type=int, default=0)
-    parser.add_argument("--reference-images", type=int, default=20_000)
-    parser.add_argument("--crop-padding", type=int, default=preset("proxy").crop_padding, help="proxy-lr only")
-    parser.add_argument("--flip", choices=("on", "off"), default="on" if preset("proxy").flip else "off",
-                        help="proxy-lr only")
+    parser.add_argument("--models", default=",".join(RANK_MODELS), help="proxy-rank only")
+    parser.add_argument("--settings", nargs="+", default=[""],
+                        help="proxy-rank only: proxy settings to compare, each a comma-separated list of TrainConfig "
+                             "changes to the proxy preset, e.g. lr=0.05,train_subset=5000 ('' = the preset)")
+    parser.add_argument("--reference-epochs", type=int, default=0, help="proxy-rank only")
+    parser.add_argument("--reference-images", type=int, default=15_000, help="proxy-rank only")
+    parser.add_argument("--jobs", type=int, default=2, help="proxy-rank only: single-thread training processes")
     parser.add_argument("--images", type=int, default=5_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -158,7 +224,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_data(DataConfig("fashion-mnist"))
-    {"overhead": overhead, "layout": layout, "proxy": proxy, "proxy-lr": proxy_lr}[args.what](args, data)
+    {"overhead": overhead, "layout": layout, "proxy": proxy, "proxy-rank": proxy_rank,
+     "workers": workers}[args.what](args, data)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ __all__ = [
 ]
 
 OPS = ("regular", "dsc", "bsconv_u", "bsconv_s")
-_ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hswish": nn.Hardswish}
+# Only ReLU runs truly in place under autograd: in-place ReLU6, Hardswish and Hardsigmoid clone their input for
+# the backward pass: an extra copy of the largest activations in every training step.
+_ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "relu6": nn.ReLU6, "hswish": nn.Hardswish}
 
 
 def create_act(name: str | None) -> nn.Module:
@@ -50,7 +52,7 @@ def create_act(name: str | None) -> nn.Module:
     if name is None:
         return nn.Identity()
     try:
-        return _ACTIVATIONS[name](inplace=True)
+        return _ACTIVATIONS[name]()
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; allowed: {', '.join(_ACTIVATIONS)}") from None
 
@@ -224,7 +226,7 @@ class SqueezeExcite(nn.Module):
         self.reduce = nn.Conv2d(channels, squeeze, kernel_size=1, bias=True)
         self.act = nn.ReLU(inplace=True)
         self.expand = nn.Conv2d(squeeze, channels, kernel_size=1, bias=True)
-        self.gate = nn.Hardsigmoid(inplace=True)
+        self.gate = nn.Hardsigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))

@@ -150,25 +150,21 @@ class ProxyEvaluator:
     val_images: int | None = None
 
     def data(self):
-        from bsnas.data import DataConfig, load_data, stratified_split
+        from bsnas.data import DataConfig, load_data
 
-        key = (self.dataset, self.data_root, self.val_images)
+        key = (self.dataset, self.data_root)
         if key not in _DATA_CACHE:
-            data = load_data(DataConfig(dataset=self.dataset, data_root=self.data_root))
-            if self.val_images is not None and self.val_images < len(data.val):
-                _, chosen = stratified_split(data.val.labels, self.val_images / len(data.val), self.seed)
-                data = dataclasses.replace(data, val=data.val.subset(chosen))
-            _DATA_CACHE[key] = data
+            _DATA_CACHE[key] = load_data(DataConfig(dataset=self.dataset, data_root=self.data_root))
         return _DATA_CACHE[key]
 
     def train_config(self):
         from bsnas.train import preset
 
         changes: dict[str, Any] = {"device": self.device, "seed": self.seed}
-        if self.epochs is not None:
-            changes["epochs"] = self.epochs
-        if self.images is not None:
-            changes["train_subset"] = self.images
+        for field_name, value in (("epochs", self.epochs), ("train_subset", self.images),
+                                  ("val_subset", self.val_images)):
+            if value is not None:
+                changes[field_name] = value
         return preset("proxy", **changes)
 
     def __call__(self, spec: ArchSpec) -> Evaluation:

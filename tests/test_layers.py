@@ -14,6 +14,7 @@ from bsnas.layers import (
     OrthonormalConv1x1,
     PaddingFreeStem,
     bsconv_s_mid_channels,
+    create_act,
     create_conv,
     depthwise_block,
     has_reg_loss,
@@ -151,3 +152,16 @@ def test_padding_free_stem_parameters_and_shape():
     plain_stem_params = 3 * 16 * 9 + 2 * 16
     assert sum(p.numel() for p in stem.parameters()) - plain_stem_params == 720
     assert stem(torch.randn(2, 3, 32, 32)).shape == (2, 16, 32, 32)
+
+
+def test_activations_that_would_clone_their_input_are_not_in_place():
+    """In-place ReLU6/Hardswish/Hardsigmoid copy their input for autograd; only ReLU is cheaper in place."""
+    from bsnas.zoo import create_model
+
+    model = create_model("cifar_mobilenetv3_small_w1d2", num_classes=10)
+    kinds = {type(m): m.inplace for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6, nn.Hardswish,
+                                                                            nn.Hardsigmoid))}
+    assert kinds == {nn.ReLU: True, nn.Hardswish: False, nn.Hardsigmoid: False}
+    x = torch.randn(2, 3, 32, 32)
+    layer = nn.Sequential(nn.Conv2d(3, 4, 1), create_act("relu6"))
+    assert not layer[1].inplace and layer(x).min() >= 0 and layer(x).max() <= 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import itertools
 
 import pytest
@@ -15,7 +16,7 @@ from bsnas.data import DEBIAN_FASHION_MNIST, DataConfig, load_data, make_synthet
 from bsnas.errors import BsnasError
 from bsnas.layers import OrthonormalConv1x1, reg_loss
 from bsnas.spec import spec_from_dict
-from bsnas.train import PRESETS, TrainConfig, lr_factor, preset, train
+from bsnas.train import PRESETS, TrainConfig, lr_factor, preset, recalibrate_bn, train
 from bsnas.zoo import get_spec
 
 TINY = {
@@ -177,6 +178,49 @@ def test_train_subset_limits_the_images_per_epoch(synthetic):
     train(tiny_model(), synthetic, dataclasses.replace(FAST, epochs=1, train_subset=130),
           on_batch=reports.append)
     assert [r.batch for r in reports] == [1, 2, 3, 4] and reports[-1].seen == 128 and reports[-1].num_batches == 4
+
+
+def test_val_subset_scores_the_same_stratified_subset_for_every_model(synthetic, monkeypatch):
+    trainer = importlib.import_module("bsnas.train")  # the package's `train` attribute is the function
+    scored = []
+    original = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda model, loader, autocast: scored.append(loader.labels.clone())
+                        or original(model, loader, autocast))
+    config = dataclasses.replace(FAST, epochs=1, val_subset=40)
+    train(tiny_model(0), synthetic, config)
+    train(tiny_model(1), synthetic, config)
+    train(tiny_model(0), synthetic, dataclasses.replace(config, val_subset=None))
+    first, second, everything = scored
+    assert abs(len(first) - 40) <= synthetic.num_classes and len(everything) == len(synthetic.val) > len(first)
+    assert torch.equal(first, second)  # candidates are compared on the same images
+    assert set(first.tolist()) == set(everything.tolist())  # stratified: every class is scored
+
+
+def test_recalibrate_bn_sets_the_plain_average_of_the_batch_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    batches = [(torch.randn(8, 3, 6, 6) + i, None) for i in range(3)]
+    recalibrate_bn(model, iter(batches), images=16)  # two batches of 8
+    with torch.no_grad():
+        outputs = [model[0](x) for x, _ in batches[:2]]
+    means = torch.stack([o.mean((0, 2, 3)) for o in outputs]).mean(0)
+    variances = torch.stack([o.var((0, 2, 3), unbiased=True) for o in outputs]).mean(0)
+    norm = model[1]
+    assert torch.allclose(norm.running_mean, means, atol=1e-5)
+    assert torch.allclose(norm.running_var, variances, atol=1e-4)
+    assert norm.momentum == 0.1 and norm.num_batches_tracked == 2
+
+
+def test_bn_recalibration_changes_only_the_running_statistics(synthetic):
+    plain, recalibrated = tiny_model(), tiny_model()
+    train(plain, synthetic, dataclasses.replace(FAST, epochs=1))
+    train(recalibrated, synthetic, dataclasses.replace(FAST, epochs=1, bn_recalibration=64))
+    first, second = weights(plain), weights(recalibrated)
+    stats = {k for k in first if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert stats and all(torch.equal(first[k], second[k]) for k in first.keys() - stats)
+    assert not all(torch.equal(first[k], second[k]) for k in stats)
+    with pytest.raises(BsnasError, match="bn_recalibration"):
+        TrainConfig(bn_recalibration=-1)
 
 
 @pytest.mark.realdata

@@ -13,6 +13,9 @@ from bsnas.data import DATASETS
 from bsnas.errors import BsnasError
 from bsnas.search import SAMPLERS, SearchConfig, count_trials, default_workers, run_search
 from bsnas.space import load_space
+from bsnas.train import PRESETS
+
+PROXY = PRESETS["proxy"]
 
 __all__ = ["add_parser", "run", "parse_duration", "SearchProgress", "print_report"]
 
@@ -60,11 +63,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default cores/workers)")
     parser.add_argument("--seed", type=int, default=0, help="sampler and training seed (default 0)")
     parser.add_argument("--proxy-epochs", type=int, default=None,
-                        help="proxy training epochs (default: proxy preset, 1)")
+                        help=f"proxy training epochs (default: proxy preset, {PROXY.epochs})")
     parser.add_argument("--proxy-images", type=int, default=None,
-                        help="training images of the proxy (default: proxy preset, 10000)")
+                        help=f"training images of the proxy (default: proxy preset, {PROXY.train_subset})")
     parser.add_argument("--proxy-val", type=int, default=None,
-                        help="score on a stratified subset of this many validation images (default: all)")
+                        help=f"score on a stratified subset of this many validation images (default: proxy preset, "
+                             f"{PROXY.val_subset or 'all'})")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto for proxy training (default cpu)")
     parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                         help="do not enqueue the zoo models of the space's family first")
