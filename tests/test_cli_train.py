@@ -11,6 +11,7 @@ import yaml
 from bsnas.checkpoint import RunDir, load_checkpoint, load_model
 from bsnas.cli import main
 from bsnas.spec import load_spec, save_spec, spec_from_dict
+from bsnas.train import PRESETS
 
 TINY = {
     "format_version": 1, "name": "tiny", "stem": {"out_channels": 8},
@@ -43,7 +44,9 @@ def test_train_writes_a_complete_run_directory(spec_file, tmp_path, capsys):
     run = runs / "r"
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["data"]["dataset"] == "synthetic" and config["train"]["epochs"] == 2
-    assert config["train"]["lr"] == 0.1 and config["train"]["train_subset"] == 10_000  # the proxy preset
+    proxy = PRESETS["proxy"]
+    assert config["train"]["lr"] == proxy.lr and config["train"]["train_subset"] == proxy.train_subset
+    assert config["train"]["bn_recalibration"] == proxy.bn_recalibration > 0  # the whole preset is recorded
     assert load_spec(run / "spec.yaml") == spec_from_dict(TINY)
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2] and lines[1]["val_accuracy"] == result["val_accuracy"]

@@ -34,8 +34,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="stratified share of the training set held out for validation (default 0.1)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="paper: SGD, lr 0.1, 200 epochs, x0.1 at 50/75/90 %%; proxy: one epoch on 10k "
-                             "images, scored on validation (default paper)")
+                        help="paper: SGD, lr 0.1, 200 epochs, x0.1 at 50/75/90 %%; proxy: one epoch on 5000 "
+                             "images, scored on 3000 validation images (default paper)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (overrides the preset)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (overrides the preset)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (overrides the preset)")
