@@ -11,12 +11,16 @@
     python benchmarks/bench_train.py workers [--model M] [--images 5000] [--repeats 3] [--threads 2]
         throughput of proxy trainings in one process with --threads threads vs that many single-thread
         processes (what `bsnas search --workers` does), same jobs, alternating, median of repeats.
+    python benchmarks/bench_train.py evaluate [--model M] [--images 3000] [--eval-batch-sizes 128 64 32] [--repeats 3]
+        validation speed (images/s) with BatchNorm kept vs folded into the convolutions (`fold_batchnorm`, the
+        folding counted), per eval batch size, alternating, median of repeats, ratio to the first batch size kept.
     python benchmarks/bench_train.py proxy-rank [--models A,B,...] [--settings S1 S2 ...] [--reference-epochs E]
                                                 [--reference-images N] [--jobs J]
         how well proxy settings rank models: validation accuracy of each model under each setting (changes
         to the proxy preset, e.g. lr=0.05,train_subset=5000,val_subset=3000) and the Spearman rank correlation
         with a longer reference training (E epochs of the paper schedule, crop padding 2 + flip, on N images).
-        Trainings run in J single-thread processes; seeded CPU runs give the same accuracies for any J.
+        Trainings run in J single-thread processes; seeded CPU runs give the same accuracies for any J, so the
+        reference accuracies are cached (--reference-cache, keyed by model, settings and torch version).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import multiprocessing
+import pathlib
 import statistics
 import time
 from typing import Any
@@ -37,7 +43,7 @@ from bsnas.budget import spec_cost
 from bsnas.build import build_model
 from bsnas.data import BatchLoader, DataConfig, DataSplits, load_data
 from bsnas.search import ProxyEvaluator
-from bsnas.train import TrainConfig, preset, train
+from bsnas.train import TrainConfig, fold_batchnorm, preset, train
 from bsnas.zoo import get_spec
 
 PROXY_MODEL = "cifar_mobilenetv2_w1d2_bsconvs_p1d6"  # 22.7 MFLOPs at 1x28x28, the largest <= 25 MFLOPs seed
@@ -73,16 +79,19 @@ def overhead(args: argparse.Namespace, data: DataSplits) -> None:
                          channels_last=True)
     batches = list(loader.epoch())[: args.images // config.batch_size]
     times: dict[str, list[float]] = {"bsnas": [], "bare": []}
+    runs = {"bsnas": lambda: train(fresh_model(args.model, data), plain, config).history[0].seconds,
+            "bare": lambda: bare_epoch(fresh_model(args.model, data).to(memory_format=torch.channels_last),
+                                       batches, config)}
     for repeat in range(args.repeats):
-        result = train(fresh_model(args.model, data), plain, config)
-        times["bsnas"].append(result.history[0].seconds)
-        model = fresh_model(args.model, data).to(memory_format=torch.channels_last)
-        times["bare"].append(bare_epoch(model, batches, config))
+        for name in sorted(runs, reverse=repeat % 2 == 1):  # alternate which one runs first
+            times[name].append(runs[name]())
         print(f"repeat {repeat + 1}: bsnas {times['bsnas'][-1]:.2f} s, bare loop {times['bare'][-1]:.2f} s", flush=True)
     ours, bare = statistics.median(times["bsnas"]), statistics.median(times["bare"])
+    paired = statistics.median(a / b for a, b in zip(times["bsnas"], times["bare"], strict=True))
     print(f"{args.model}, {len(batches) * config.batch_size} images, batch {config.batch_size}, "
           f"threads {torch.get_num_threads()}: bsnas {ours:.2f} s, bare {bare:.2f} s (medians of {args.repeats}); "
-          f"overhead {100 * (ours / bare - 1):+.1f} %")
+          f"overhead {100 * (ours / bare - 1):+.1f} % (ratio of medians), {100 * (paired - 1):+.1f} % "
+          "(median of the paired ratios of each repeat)")
 
 
 def layout(args: argparse.Namespace, data: DataSplits) -> None:
@@ -115,6 +124,34 @@ def proxy(args: argparse.Namespace, data: DataSplits) -> None:
           f"{config.train_subset} training + {config.val_subset or len(data.val)} validation images, "
           f"threads {torch.get_num_threads()}: median {statistics.median(walls):.1f} s per proxy evaluation "
           "(build + train + validation)")
+
+
+def inference_seconds(model: torch.nn.Module, loader: BatchLoader, fold: bool) -> float:
+    """Seconds to predict every validation batch, with BatchNorm folded first (counted) or not."""
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model = fold_batchnorm(model) if fold else model.eval()
+        for images, _ in loader.epoch():
+            model(images).argmax(1)
+    return time.perf_counter() - start
+
+
+def evaluation(args: argparse.Namespace, data: DataSplits) -> None:
+    """Validation speed with and without folded BatchNorm, per eval batch size, alternating, medians."""
+    model = fresh_model(args.model, data).to(memory_format=torch.channels_last)
+    val = data.val.subset(torch.arange(min(args.images, len(data.val))))
+    seconds: dict[tuple[int, bool], list[float]] = {}
+    for _ in range(args.repeats):
+        for batch_size in args.eval_batch_sizes:
+            loader = BatchLoader(val, batch_size, data.mean, data.std, channels_last=True)
+            for fold in (False, True):
+                seconds.setdefault((batch_size, fold), []).append(inference_seconds(model, loader, fold))
+    baseline = statistics.median(seconds[args.eval_batch_sizes[0], False])
+    print(f"{args.model}, {len(val)} validation images, threads {torch.get_num_threads()}, medians of {args.repeats}:")
+    for (batch_size, fold), times in seconds.items():
+        median = statistics.median(times)
+        print(f"  eval batch {batch_size:4d}, BatchNorm {'folded' if fold else 'kept  '}: {median:.2f} s, "
+              f"{len(val) / median:.0f} img/s, {baseline / median:.2f}x batch {args.eval_batch_sizes[0]} kept")
 
 
 def spearman(first: list[float], second: list[float]) -> float:
@@ -154,6 +191,12 @@ def _worker_data() -> DataSplits:
     return load_data(DataConfig("fashion-mnist"))
 
 
+def _cache_key(job: tuple[str, dict[str, Any], str, int], torch_version: str) -> str:
+    """A reference training is deterministic (seeded, one thread): its accuracy is cached under this key."""
+    name, changes, preset_name, _ = job
+    return json.dumps([name, preset_name, changes, torch_version], sort_keys=True)
+
+
 def proxy_rank(args: argparse.Namespace, data: DataSplits) -> None:
     models = args.models.split(",")
     for name in models:
@@ -164,11 +207,20 @@ def proxy_rank(args: argparse.Namespace, data: DataSplits) -> None:
         reference = {"epochs": args.reference_epochs, "train_subset": args.reference_images, "final_test": False,
                      "crop_padding": 2}
         jobs += [(name, reference, "paper", 1) for name in models]
+    cache_path = pathlib.Path(args.reference_cache)
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    key = functools.partial(_cache_key, torch_version=torch.__version__)
+    todo = [job for job in jobs if job[2] == "proxy" or key(job) not in cache]
+    done = {}
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        results = []
-        for job, (accuracy, seconds) in zip(jobs, pool.imap(_accuracy, jobs), strict=True):
-            results.append(accuracy)
+        for job, (accuracy, seconds) in zip(todo, pool.imap(_accuracy, todo), strict=True):
+            done[key(job)] = accuracy
             print(f"{job[2]} {job[0]} {job[1]}: val accuracy {accuracy:.2%} ({seconds:.0f} s)", flush=True)
+            if job[2] == "paper":
+                cache[key(job)] = accuracy
+                cache_path.parent.mkdir(parents=True, exist_ok=True)
+                cache_path.write_text(json.dumps(cache, indent=1))
+    results = [done[key(job)] if key(job) in done else cache[key(job)] for job in jobs]
     rows = [results[i * len(models):(i + 1) * len(models)] for i in range(len(jobs) // len(models))]
     truth = rows[-1] if args.reference_epochs else None
     print("\n| proxy setting | " + " | ".join(name.removeprefix("cifar_") for name in models) + " | mean |"
@@ -208,7 +260,7 @@ def _worker_data_loaded(_: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("overhead", "layout", "proxy", "proxy-rank", "workers"))
+    parser.add_argument("what", choices=("overhead", "layout", "proxy", "evaluate", "proxy-rank", "workers"))
     parser.add_argument("--model", default=PROXY_MODEL)
     parser.add_argument("--models", default=",".join(RANK_MODELS), help="proxy-rank only")
     parser.add_argument("--settings", nargs="+", default=[""],
@@ -216,15 +268,18 @@ def main() -> None:
                              "changes to the proxy preset, e.g. lr=0.05,train_subset=5000 ('' = the preset)")
     parser.add_argument("--reference-epochs", type=int, default=0, help="proxy-rank only")
     parser.add_argument("--reference-images", type=int, default=15_000, help="proxy-rank only")
+    parser.add_argument("--reference-cache", default="runs/bench/proxy_rank_reference.json",
+                        help="proxy-rank only: reference accuracies are kept in this file and not trained again")
     parser.add_argument("--jobs", type=int, default=2, help="proxy-rank only: single-thread training processes")
     parser.add_argument("--images", type=int, default=5_000)
+    parser.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[128, 64, 32], help="evaluate only")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_data(DataConfig("fashion-mnist"))
-    {"overhead": overhead, "layout": layout, "proxy": proxy, "proxy-rank": proxy_rank,
+    {"overhead": overhead, "layout": layout, "proxy": proxy, "evaluate": evaluation, "proxy-rank": proxy_rank,
      "workers": workers}[args.what](args, data)
 
 

@@ -16,7 +16,7 @@ from bsnas.data import DEBIAN_FASHION_MNIST, DataConfig, load_data, make_synthet
 from bsnas.errors import BsnasError
 from bsnas.layers import OrthonormalConv1x1, reg_loss
 from bsnas.spec import spec_from_dict
-from bsnas.train import PRESETS, TrainConfig, lr_factor, preset, recalibrate_bn, train
+from bsnas.train import PRESETS, TrainConfig, fold_batchnorm, lr_factor, preset, recalibrate_bn, train
 from bsnas.zoo import get_spec
 
 TINY = {
@@ -226,6 +226,32 @@ def test_bn_recalibration_changes_only_the_running_statistics(synthetic):
 @pytest.mark.realdata
 @pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
                     reason="needs the Debian package dataset-fashion-mnist")
+@pytest.mark.parametrize("name", ["cifar_mobilenetv2_w1d4_bsconvs_p1d6", "cifar_resnet20_bsconvu"])
+def test_fold_batchnorm_gives_the_same_outputs_with_fewer_batchnorms(name):
+    torch.manual_seed(0)
+    model = build_model(get_spec(name, num_classes=10, in_channels=1))
+    with torch.no_grad():
+        model(torch.randn(16, 1, 28, 28))  # training-mode pass: running statistics that are not 0 and 1
+    before = weights(model)
+    folded = fold_batchnorm(model)
+    images = torch.randn(4, 1, 28, 28)
+    with torch.inference_mode():
+        expected, actual = model(images), folded(images)
+    count = lambda net: sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # noqa: E731
+    assert count(folded) < count(model)
+    assert torch.allclose(actual, expected, rtol=1e-4, atol=1e-5)
+    assert same_weights(weights(model), before) and not model.training  # the trained model is left as it was
+
+
+def test_fold_batchnorm_returns_a_model_it_cannot_trace():
+    class ValueDependent(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    model = ValueDependent()
+    assert fold_batchnorm(model) is model and not model.training
+
+
 def test_a_small_zoo_model_learns_real_fashion_mnist():
     """One short epoch (the proxy preset on 10k training images) must reach 80 % test accuracy."""
     fashion = load_data(DataConfig("fashion-mnist"))
