@@ -5,9 +5,10 @@
         alternating, median of repeats: the trainer's overhead in percent.
     python benchmarks/bench_train.py layout [--model M] ...
         channels_last on vs off for one training epoch (median of repeats).
-    python benchmarks/bench_train.py proxy [--model M] [--repeats 3] [--threads N]
+    python benchmarks/bench_train.py proxy [--model M] [--repeats 3] [--threads N] [--baseline CHANGES]
         wall time of one proxy evaluation as `bsnas search` runs it (`ProxyEvaluator` with the default proxy:
-        build the model, train it with the `proxy` preset, score the validation subset).
+        build the model, train it with the `proxy` preset, score the validation subset); with --baseline, also
+        the proxy with those changes to the preset, alternating, and the ratio of the medians.
     python benchmarks/bench_train.py workers [--model M] [--images 5000] [--repeats 3] [--threads 2]
         throughput of proxy trainings in one process with --threads threads vs that many single-thread
         processes (what `bsnas search --workers` does), same jobs, alternating, median of repeats.
@@ -107,23 +108,40 @@ def layout(args: argparse.Namespace, data: DataSplits) -> None:
 
 
 def proxy(args: argparse.Namespace, data: DataSplits) -> None:
-    evaluator = ProxyEvaluator()  # exactly what `bsnas search` runs for a candidate with the default proxy
-    config = evaluator.train_config()
+    evaluators = {"preset": ProxyEvaluator()}  # exactly what `bsnas search` runs for a candidate by default
+    if args.baseline:
+        evaluators["baseline"] = BaselineEvaluator(changes=parse_setting(args.baseline))
     spec = get_spec(args.model, data.num_classes, data.in_channels)
     flops, _ = spec_cost(spec, (data.in_channels, data.image_size, data.image_size))
-    evaluator.data()  # loaded once per worker process, before its first candidate
-    walls = []
-    for _ in range(args.repeats):
-        torch.manual_seed(0)
-        start = time.perf_counter()
-        result = evaluator(spec)
-        walls.append(time.perf_counter() - start)
-        print(f"proxy of {args.model}: {walls[-1]:.1f} s ({result.seconds:.1f} s training), "
-              f"val accuracy {result.accuracy:.2%}", flush=True)
+    evaluators["preset"].data()  # loaded once per worker process, before its first candidate
+    walls: dict[str, list[float]] = {name: [] for name in evaluators}
+    for repeat in range(args.repeats):
+        for name in sorted(evaluators, reverse=repeat % 2 == 1):  # alternate which one runs first
+            torch.manual_seed(0)
+            start = time.perf_counter()
+            result = evaluators[name](spec)
+            walls[name].append(time.perf_counter() - start)
+            print(f"{name} proxy of {args.model}: {walls[name][-1]:.1f} s ({result.seconds:.1f} s training), "
+                  f"val accuracy {result.accuracy:.2%}", flush=True)
     print(f"{args.model} ({flops / 1e6:.1f} MFLOPs at {data.in_channels}x{data.image_size}x{data.image_size}), "
-          f"{config.train_subset} training + {config.val_subset or len(data.val)} validation images, "
-          f"threads {torch.get_num_threads()}: median {statistics.median(walls):.1f} s per proxy evaluation "
-          "(build + train + validation)")
+          f"threads {torch.get_num_threads()}, build + train + validation, medians of {args.repeats}:")
+    for name, evaluator in evaluators.items():
+        config = evaluator.train_config()
+        print(f"  {name}: {config.train_subset} training + {config.val_subset or len(data.val)} validation images, "
+              f"BatchNorm re-estimated on {config.bn_recalibration}, eval batch {config.eval_batch_size}: "
+              f"{statistics.median(walls[name]):.1f} s per proxy evaluation")
+    if args.baseline:
+        print(f"  baseline / preset: {statistics.median(walls['baseline']) / statistics.median(walls['preset']):.2f}x")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineEvaluator(ProxyEvaluator):
+    """The search's proxy evaluation with `changes` to the proxy preset (any TrainConfig field)."""
+
+    changes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def train_config(self) -> TrainConfig:
+        return dataclasses.replace(super().train_config(), **self.changes)
 
 
 def inference_seconds(model: torch.nn.Module, loader: BatchLoader, fold: bool) -> float:
@@ -272,6 +290,8 @@ def main() -> None:
                         help="proxy-rank only: reference accuracies are kept in this file and not trained again")
     parser.add_argument("--jobs", type=int, default=2, help="proxy-rank only: single-thread training processes")
     parser.add_argument("--images", type=int, default=5_000)
+    parser.add_argument("--baseline", default="", help="proxy only: changes to the proxy preset to time alternately, "
+                        "e.g. train_subset=5000,bn_recalibration=1024,eval_batch_size=128")
     parser.add_argument("--eval-batch-sizes", type=int, nargs="+", default=[128, 64, 32], help="evaluate only")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

@@ -223,9 +223,6 @@ def test_bn_recalibration_changes_only_the_running_statistics(synthetic):
         TrainConfig(bn_recalibration=-1)
 
 
-@pytest.mark.realdata
-@pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
-                    reason="needs the Debian package dataset-fashion-mnist")
 @pytest.mark.parametrize("name", ["cifar_mobilenetv2_w1d4_bsconvs_p1d6", "cifar_resnet20_bsconvu"])
 def test_fold_batchnorm_gives_the_same_outputs_with_fewer_batchnorms(name):
     torch.manual_seed(0)
@@ -252,6 +249,9 @@ def test_fold_batchnorm_returns_a_model_it_cannot_trace():
     assert fold_batchnorm(model) is model and not model.training
 
 
+@pytest.mark.realdata
+@pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="needs the Debian package dataset-fashion-mnist")
 def test_a_small_zoo_model_learns_real_fashion_mnist():
     """One short epoch (the proxy preset on 10k training images) must reach 80 % test accuracy."""
     fashion = load_data(DataConfig("fashion-mnist"))
