@@ -83,8 +83,10 @@ def test_retrain_front_one_epoch(searched, capsys):
     assert rows and all(row["epochs"] == 1 and row["test_accuracy"] is not None for row in rows)
     results = sorted((runs / "e2e" / "retrain").glob("*/result.json"))
     stamps = [path.stat().st_mtime_ns for path in results]
-    assert main(argv) == 0  # finished runs are not trained again
+    assert main(argv[:-1]) == 0  # finished runs are not trained again; the table this time
     assert [path.stat().st_mtime_ns for path in results] == stamps
+    table = capsys.readouterr().out
+    assert all(row["name"] in table for row in rows)  # whole names, also when printing to a pipe
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

@@ -7,6 +7,7 @@ import json
 import re
 
 from bsnas.build import build_model
+from bsnas.cli import table_console
 from bsnas.errors import BsnasError
 from bsnas.profile import ProfileResult, profile
 from bsnas.train import resolve_device
@@ -57,10 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_tables(name: str, result: ProfileResult) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = table_console()
     if result.layers:
         layers = Table(title=f"{name}: layers", title_justify="left")
         for column in ("layer", "type", "output", "params", "FLOPs"):

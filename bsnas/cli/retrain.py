@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from bsnas.budget import format_cost, spec_cost
+from bsnas.cli import table_console
 from bsnas.errors import BsnasError
 from bsnas.search import load_study
 
@@ -120,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{args.run_name}: retrained with preset {args.preset} ({config.epochs} epochs)",
@@ -132,6 +132,6 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(row["source"] + ("" if row["trial"] is None else f" #{row['trial']}"), row["name"], test,
                       format_cost("params", row["params"]), format_cost("flops", row["flops"]),
                       format_cost("latency", row["latency_ms_cpu1"]))
-    Console().print(table)
+    table_console().print(table)
     print(f"wrote {table_path}", file=sys.stderr)
     return 0

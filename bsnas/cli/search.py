@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from bsnas.budget import check_budgets, parse_budget
+from bsnas.cli import table_console
 from bsnas.data import DATASETS
 from bsnas.errors import BsnasError
 from bsnas.search import SAMPLERS, SearchConfig, count_trials, default_workers, run_search
@@ -157,14 +158,10 @@ class SearchProgress:
 
 def print_report(study, run_dir: Path, stream=None) -> None:
     """Write trials.csv, pareto/*.yaml and pareto.png and print the front table."""
-    from rich.console import Console
-
     from bsnas.front import front_table, write_report
 
     paths = write_report(study, run_dir)
-    console = Console(file=stream)
-    if not console.is_terminal:
-        console = Console(file=stream, width=160)
+    console = table_console(stream)
     console.print(front_table(study))
     counts = count_trials(study)
     share = counts["feasible"] / counts["complete"] if counts["complete"] else 0.0

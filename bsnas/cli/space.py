@@ -8,6 +8,7 @@ import math
 import random
 
 from bsnas.budget import format_cost, spec_cost
+from bsnas.cli import table_console
 from bsnas.cli.profile import parse_input_size
 from bsnas.space import load_space
 from bsnas.zoo import get_spec, list_models, zoo_family
@@ -62,11 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console()
+    console = table_console()
     table = Table(title=f"search space {summary['name']} ({summary['file']})", title_justify="left")
     table.add_column("field")
     table.add_column("choices")
