@@ -13,13 +13,13 @@ from bsnas.errors import BsnasError
 from bsnas.layers import has_reg_loss
 from bsnas.profile import profile
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "bsconv_zoo_published.csv"
+REFERENCE = Path(__file__).resolve().parent / "data" / "bsconv_zoo_published.csv"  # source: tests/data/README.md
 
 
 def _rows() -> list[dict]:
-    """The reference rows; an empty list when ../shared is missing (the completeness test then fails)."""
-    if not REFERENCE.exists():
-        return []
+    """The published rows; a missing file stops the test run with its path."""
+    if not REFERENCE.is_file():
+        raise FileNotFoundError(f"{REFERENCE}: the published zoo table is missing; it is part of the repository")
     with REFERENCE.open() as handle:
         return list(csv.DictReader(handle))
 
