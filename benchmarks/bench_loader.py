@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import FashionMNIST
 
-from bsnas.data import DEBIAN_FASHION_MNIST, BatchLoader, DataConfig, load_data
+from bsnas.train.data import DEBIAN_FASHION_MNIST, DataConfig, load_data
+from bsnas.train.loader import BatchLoader
 
 
 def time_epoch(batches) -> tuple[float, int]:

@@ -1,13 +1,12 @@
 """Search speed (numbers, not assertions).
 
     python benchmarks/bench_search.py check [--space FILE] [--budget 100MFLOPs] [--candidates 2000]
-        What rejecting a candidate costs: decoding a point and counting its FLOPs/params from the spec
-        (`budget.spec_cost`), versus building the model and counting with hooks (`profile.count_flops`).
-        Then whole infeasible Optuna trials in an SQLite study (sampling ~64 parameters, user attributes,
-        constraints), Optuna's RDBStorage (one transaction per write) against bsnas's BatchedRDBStorage.
+        What rejecting a candidate costs: decoding a point and costing it from its plan (`bsnas.cost`), against
+        building the model and counting with hooks (`bsnas.nn.profile.count_flops`); then whole infeasible Optuna
+        trials in an SQLite study (sampling ~64 parameters, user attributes, constraints), none trained.
     python benchmarks/bench_search.py throughput [--budget 30MFLOPs] [--minutes 10] [--workers W]
-        A real search on Fashion-MNIST with the default proxy (preset `proxy`: one epoch on 10k images,
-        scored on the 6k validation split) for a fixed time: proxy evaluations per hour, feasible share.
+        A real search on Fashion-MNIST with the default proxy (the `proxy` preset) for a fixed time: proxy
+        evaluations per hour, feasible share.
 """
 
 from __future__ import annotations
@@ -23,12 +22,16 @@ from pathlib import Path
 import optuna
 import torch
 
-from bsnas.budget import parse_budget, spec_cost
-from bsnas.build import build_model
-from bsnas.profile import count_flops
-from bsnas.search import SearchConfig, count_trials, default_workers, make_objective, run_search
-from bsnas.space import load_space
-from bsnas.storage import open_storage
+from bsnas.arch.cost import cost
+from bsnas.nn.build import build_model
+from bsnas.nn.profile import count_flops
+from bsnas.search.budget import parse_budget
+from bsnas.search.config import SearchConfig
+from bsnas.search.objective import make_objective
+from bsnas.search.storage import open_storage
+from bsnas.search.study import count_trials
+from bsnas.search.workers import default_workers, run_search
+from bsnas.space import resolve_space
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -38,54 +41,52 @@ def _percentile(values: list[float], q: float) -> float:
 
 def check(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
-    space = load_space(args.space).for_data(1, 10)
+    space = resolve_space(args.space).for_data(1, 28, 10)
     rng = random.Random(0)
     budget = parse_budget(args.budget)
-    analytic, over = [], 0
+    decoding, costing, over = [], [], 0
     for _ in range(args.candidates):
         start = time.perf_counter()
         spec, _ = space.random_spec(rng)
-        flops, _ = spec_cost(spec, (1, 28, 28))
-        analytic.append((time.perf_counter() - start) * 1000)
+        middle = time.perf_counter()
+        flops = cost(spec).flops
+        decoding.append((middle - start) * 1000)
+        costing.append((time.perf_counter() - middle) * 1000)
         over += flops > budget.limit
-    print(f"decode + spec_cost: median {statistics.median(analytic):.2f} ms, p95 {_percentile(analytic, .95):.2f} ms "
-          f"over {args.candidates} random points ({over / args.candidates:.0%} over {budget} before shrinking)")
+    print(f"decode: median {statistics.median(decoding):.3f} ms; bsnas.cost: median "
+          f"{statistics.median(costing):.3f} ms, p95 {_percentile(costing, .95):.3f} ms over {args.candidates} "
+          "random points "
+          f"({over / args.candidates:.0%} over {budget} before shrinking)")
     built = []
     for _ in range(min(30, args.candidates)):
         spec, _ = space.random_spec(rng)
         start = time.perf_counter()
-        count_flops(build_model(spec), (1, 28, 28))
+        count_flops(build_model(spec), spec.input_size)
         built.append((time.perf_counter() - start) * 1000)
     print(f"build_model + count_flops: median {statistics.median(built):.1f} ms, p95 {_percentile(built, .95):.1f} ms "
-          f"over {len(built)} random points")
+          f"over {len(built)} random points ({statistics.median(built) / statistics.median(costing):.0f}x the cost)")
     _infeasible_trials(space, args.rounds)
 
 
 def _infeasible_trials(space, rounds: int, trials: int = 20) -> None:
-    """Whole infeasible trials through bsnas's objective, Optuna's RDBStorage vs BatchedRDBStorage, alternating."""
+    """Whole infeasible trials through bsnas's objective on an SQLite study (the default storage)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    objective = make_objective(space, (parse_budget("1kFLOPs"),), "flops", evaluate=lambda spec: 1 / 0,
-                               input_size=(1, 28, 28))
-    walls: dict[bool, list[float]] = {False: [], True: []}
+    objective = make_objective(space, (parse_budget("1kFLOPs"),), "flops", evaluate=lambda spec: 1 / 0)
+    walls: list[float] = []
     folder = Path(tempfile.mkdtemp())
     try:
         for round_ in range(rounds):
-            for batched in (False, True):
-                url = f"sqlite:///{folder / f'{batched}-{round_}.db'}"
-                study = optuna.create_study(storage=open_storage(url, batched=batched),
-                                            directions=["maximize", "minimize"],
-                                            sampler=optuna.samplers.RandomSampler(seed=round_))
-                study.optimize(objective, n_trials=trials)
-                assert all(t.user_attrs["status"] == "infeasible" for t in study.trials)  # none trained
-                walls[batched] += [(t.datetime_complete - t.datetime_start).total_seconds() * 1000
-                                   for t in study.trials]
-                params = statistics.median(len(t.params) for t in study.trials)
+            study = optuna.create_study(storage=open_storage(f"sqlite:///{folder / f'{round_}.db'}"),
+                                        directions=["maximize", "minimize"],
+                                        sampler=optuna.samplers.RandomSampler(seed=round_))
+            study.optimize(objective, n_trials=trials)
+            assert all(t.user_attrs["status"] == "infeasible" for t in study.trials)  # none trained
+            walls += [(t.datetime_complete - t.datetime_start).total_seconds() * 1000 for t in study.trials]
+            params = statistics.median(len(t.params) for t in study.trials)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    plain, batched = statistics.median(walls[False]), statistics.median(walls[True])
-    print(f"infeasible Optuna trial (SQLite, {params:.0f} parameters, {rounds}x{trials} trials each, none trained): "
-          f"median {plain:.0f} ms with Optuna's RDBStorage, {batched:.0f} ms with BatchedRDBStorage "
-          f"({plain / batched:.1f}x)")
+    print(f"infeasible Optuna trial (SQLite, {params:.0f} parameters, {rounds}x{trials} trials, none trained): "
+          f"median {statistics.median(walls):.0f} ms")
 
 
 def throughput(args: argparse.Namespace) -> None:
@@ -96,7 +97,7 @@ def throughput(args: argparse.Namespace) -> None:
                               trials=None, timeout=args.minutes * 60, runs_dir=str(folder), workers=workers,
                               warm_start=False, seed=args.seed)
         start = time.perf_counter()
-        result = run_search(config, load_space(args.space))
+        result = run_search(config, resolve_space(args.space))
         hours = (time.perf_counter() - start) / 3600
         counts = count_trials(result.study)
         trained = [t for t in result.study.trials if t.user_attrs.get("status") == "trained"]
@@ -115,13 +116,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     one = sub.add_parser("check")
-    one.add_argument("--space", default="search_spaces/mobilenet.yaml")
+    one.add_argument("--space", default="mobilenet")
     one.add_argument("--budget", default="100MFLOPs")
     one.add_argument("--candidates", type=int, default=2000)
     one.add_argument("--rounds", type=int, default=3)
     one.set_defaults(run=check)
     two = sub.add_parser("throughput")
-    two.add_argument("--space", default="search_spaces/mobilenet.yaml")
+    two.add_argument("--space", default="mobilenet")
     two.add_argument("--budget", default="30MFLOPs")
     two.add_argument("--minutes", type=float, default=10)
     two.add_argument("--workers", type=int, default=None)

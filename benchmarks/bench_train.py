@@ -40,12 +40,15 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from bsnas.budget import spec_cost
-from bsnas.build import build_model
-from bsnas.data import BatchLoader, DataConfig, DataSplits, load_data
-from bsnas.search import ProxyEvaluator
-from bsnas.train import TrainConfig, fold_batchnorm, preset, train
-from bsnas.zoo import get_spec
+from bsnas.arch.cost import cost
+from bsnas.arch.zoo import get_spec
+from bsnas.nn.build import build_model
+from bsnas.nn.fold import fold_batchnorm
+from bsnas.search.evaluator import ProxyEvaluator
+from bsnas.train.config import TrainConfig, preset
+from bsnas.train.data import DataConfig, DataSplits, load_data
+from bsnas.train.loader import BatchLoader
+from bsnas.train.loop import train
 
 PROXY_MODEL = "cifar_mobilenetv2_w1d2_bsconvs_p1d6"  # 22.7 MFLOPs at 1x28x28, the largest <= 25 MFLOPs seed
 RANK_MODELS = ("cifar_mobilenetv3_small_w7d20", "cifar_resnet20_bsconvu", "cifar_mobilenetv2_w1d4",
@@ -56,7 +59,7 @@ RANK_MODELS = ("cifar_mobilenetv3_small_w7d20", "cifar_resnet20_bsconvu", "cifar
 
 def fresh_model(name: str, data: DataSplits, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(get_spec(name, data.num_classes, data.in_channels))
+    return build_model(get_spec(name, data.num_classes, data.in_channels, data.image_size))
 
 
 def bare_epoch(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], config: TrainConfig) -> float:
@@ -111,8 +114,8 @@ def proxy(args: argparse.Namespace, data: DataSplits) -> None:
     evaluators = {"preset": ProxyEvaluator()}  # exactly what `bsnas search` runs for a candidate by default
     if args.baseline:
         evaluators["baseline"] = BaselineEvaluator(changes=parse_setting(args.baseline))
-    spec = get_spec(args.model, data.num_classes, data.in_channels)
-    flops, _ = spec_cost(spec, (data.in_channels, data.image_size, data.image_size))
+    spec = get_spec(args.model, data.num_classes, data.in_channels, data.image_size)
+    flops = cost(spec).flops
     evaluators["preset"].data()  # loaded once per worker process, before its first candidate
     walls: dict[str, list[float]] = {name: [] for name in evaluators}
     for repeat in range(args.repeats):

@@ -1,28 +1,43 @@
-"""bsnas: search efficient CNNs built from blueprint separable convolutions (BSConv)."""
+"""bsnas: search efficient CNNs built from blueprint separable convolutions (BSConv).
+
+The data flow, one sub-package per step: `arch` (architectures as data: specs, zoo, plan, cost; no torch) ->
+`nn` (modules built from the plan, profiling, BatchNorm folding, BSConv converters) -> `train` (data in memory,
+the training loop, run directories) -> `space` (search spaces decoded into specs) -> `search` (budgets, the
+Optuna study, workers, the Pareto front) -> `report` (trials.csv, pareto.png, tables); `cli` is a thin shell.
+"""
 
 from __future__ import annotations
 
-from bsnas.budget import Budget, parse_budget
-from bsnas.build import build_model
-from bsnas.checkpoint import load_model
-from bsnas.data import DataConfig, load_data
+from bsnas.arch.cost import Cost, cost
+from bsnas.arch.files import load_spec, save_spec
+from bsnas.arch.plan import plan
+from bsnas.arch.spec import ArchSpec
+from bsnas.arch.zoo import create_model, get_spec, list_models
 from bsnas.errors import BsnasError
-from bsnas.layers import create_conv, reg_loss
-from bsnas.profile import profile
-from bsnas.replace import ReplaceResult, replace
-from bsnas.space import SearchSpace, load_space
-from bsnas.spec import ArchSpec, load_spec, save_spec
-from bsnas.train import TrainConfig, TrainResult, train
-from bsnas.zoo import create_model, get_spec, list_models
+from bsnas.nn.build import build_model
+from bsnas.nn.layers import create_conv, reg_loss
+from bsnas.nn.profile import profile
+from bsnas.nn.replace import ReplaceResult, replace
+from bsnas.search.budget import Budget, parse_budget
+from bsnas.space.decode import SearchSpace
+from bsnas.space.load import load_space
+from bsnas.train.config import TrainConfig
+from bsnas.train.data import DataConfig, load_data
+from bsnas.train.loop import TrainResult, train
+from bsnas.train.rundir import load_model
 
 __all__ = [
     "ArchSpec",
     "BsnasError",
     "Budget",
+    "Cost",
     "DataConfig",
+    "ReplaceResult",
+    "SearchSpace",
     "TrainConfig",
     "TrainResult",
     "build_model",
+    "cost",
     "create_conv",
     "create_model",
     "get_spec",
@@ -32,11 +47,10 @@ __all__ = [
     "load_space",
     "load_spec",
     "parse_budget",
+    "plan",
     "profile",
-    "ReplaceResult",
-    "SearchSpace",
-    "replace",
     "reg_loss",
+    "replace",
     "save_spec",
     "train",
 ]

@@ -7,9 +7,9 @@ import itertools
 import pytest
 import torch
 
-from bsnas.build import build_model
-from bsnas.layers import has_reg_loss
-from bsnas.spec import BLOCK_TYPES, OPS, ArchSpec, BlockSpec, HeadSpec, StemSpec
+from bsnas.arch.spec import BLOCK_TYPES, OPS, ArchSpec, BlockSpec, HeadSpec, StemSpec
+from bsnas.nn.build import build_model
+from bsnas.nn.layers import has_reg_loss
 
 COMBINATIONS = [combo for combo in itertools.product(BLOCK_TYPES, OPS, (3, 5), (1, 2), (False, True))
                 if not (combo[4] and combo[3] == 1)]  # padding-free needs stride 2

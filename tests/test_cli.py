@@ -9,9 +9,9 @@ import sys
 import pytest
 import yaml
 
+from bsnas.arch.files import load_spec
+from bsnas.arch.zoo import get_spec
 from bsnas.cli import main
-from bsnas.spec import load_spec
-from bsnas.zoo import get_spec
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -25,7 +25,9 @@ def test_zoo_list_and_pattern(capsys):
     names = out.split()
     assert code == 0 and "cifar_mobilenetv3_large_w1_bsconvs_p1d6" in names and "cifar_wrn28_10_bsconvu" in names
     code, out, _ = run_cli(capsys, "zoo", "list", "--pattern", "^cifar_resnet20", "--json")
-    assert json.loads(out) == ["cifar_resnet20", "cifar_resnet20_bsconvu", "cifar_resnet20_bsconvs_p1d4"]
+    assert json.loads(out) == ["cifar_resnet20", "cifar_resnet20_pfd", "cifar_resnet20_bsconvu",
+                               "cifar_resnet20_bsconvu_pfd", "cifar_resnet20_bsconvs_p1d4",
+                               "cifar_resnet20_bsconvs_p1d4_pfd"]
 
 
 def test_zoo_show_prints_a_spec_that_loads_back(capsys, tmp_path):
@@ -55,7 +57,7 @@ def test_profile_spec_file_layers_latency_and_input_size(capsys, tmp_path):
     assert all(lat["median_ms"] > 0 for lat in data["latency"])
     assert sum(layer["flops"] for layer in data["layers"]) == data["flops"]
     code, out, _ = run_cli(capsys, "profile", str(path), "--layers")
-    assert code == 0 and "stem.0" in out and "FLOPs" in out
+    assert code == 0 and "stem.op" in out and "FLOPs" in out
 
 
 @pytest.mark.parametrize("argv,fragment", [

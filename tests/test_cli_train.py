@@ -8,10 +8,11 @@ import pytest
 import torch
 import yaml
 
-from bsnas.checkpoint import RunDir, load_checkpoint, load_model
+from bsnas.arch.files import load_spec, save_spec
+from bsnas.arch.validate import spec_from_dict
 from bsnas.cli import main
-from bsnas.spec import load_spec, save_spec, spec_from_dict
-from bsnas.train import PRESETS
+from bsnas.train.config import PRESETS
+from bsnas.train.rundir import RunDir, load_checkpoint, load_model
 
 TINY = {
     "format_version": 1, "name": "tiny", "stem": {"out_channels": 8},

@@ -9,18 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from bsnas import data
-from bsnas.data import (
-    BatchLoader,
-    DataConfig,
-    Split,
-    load_data,
-    make_synthetic,
-    random_crop,
-    random_flip,
-    stratified_split,
-)
 from bsnas.errors import BsnasError
+from bsnas.train import data
+from bsnas.train.data import DataConfig, Split, load_data, make_synthetic, stratified_split
+from bsnas.train.loader import BatchLoader, random_crop, random_flip
 
 HAS_FASHION_MNIST = (data.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file()
 

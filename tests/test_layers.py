@@ -7,16 +7,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bsnas.layers import (
+from bsnas.arch.plan import bsconv_s_mid_channels, plan_stem
+from bsnas.arch.spec import StemSpec
+from bsnas.nn.build import build_node
+from bsnas.nn.layers import (
     BSConvS,
     BSConvU,
     MaxPoolBranch,
     OrthonormalConv1x1,
     PaddingFreeStem,
-    bsconv_s_mid_channels,
     create_act,
     create_conv,
-    depthwise_block,
     has_reg_loss,
     orthonormal_loss,
     reg_loss,
@@ -35,7 +36,7 @@ def _float64():
 @pytest.mark.parametrize("stride,kernel_size", [(1, 3), (2, 3), (1, 5), (2, 5)])
 def test_bsconv_u_equals_regular_conv_with_blueprint_kernel(stride, kernel_size):
     in_channels, out_channels = 5, 7
-    layer = BSConvU(in_channels, out_channels, kernel_size, stride)
+    layer = create_conv("bsconv_u", in_channels, out_channels, kernel_size, stride)
     w = layer.pw.weight[:, :, 0, 0]  # (N, M)
     blueprint = layer.dw.weight[:, 0]  # (N, k, k)
     kernel = w[:, :, None, None] * blueprint[:, None]  # F[n, m] = w[n, m] * B[n]
@@ -45,7 +46,7 @@ def test_bsconv_u_equals_regular_conv_with_blueprint_kernel(stride, kernel_size)
 
 
 def test_bsconv_u_differs_from_a_kernel_with_wrong_blueprint():
-    layer = BSConvU(4, 6, 3)
+    layer = create_conv("bsconv_u", 4, 6, 3)
     w, blueprint = layer.pw.weight[:, :, 0, 0], layer.dw.weight[:, 0]
     wrong = w[:, :, None, None] * blueprint.flip(0)[:, None]
     x = torch.randn(1, 4, 8, 8)
@@ -55,8 +56,8 @@ def test_bsconv_u_differs_from_a_kernel_with_wrong_blueprint():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_bsconv_s_equals_bsconv_u_with_product_weight(stride):
     in_channels, out_channels, p = 12, 9, 0.25
-    s = BSConvS(in_channels, out_channels, 3, stride, p=p, inner_bn=False)
-    u = BSConvU(in_channels, out_channels, 3, stride)
+    s = create_conv("bsconv_s", in_channels, out_channels, 3, stride, p=p, inner_bn=False)
+    u = create_conv("bsconv_u", in_channels, out_channels, 3, stride)
     w_b = s.pw1.weight[:, :, 0, 0]  # (M', M)
     w_a = s.pw2.weight[:, :, 0, 0]  # (N, M')
     with torch.no_grad():
@@ -70,7 +71,7 @@ def test_bsconv_s_equals_bsconv_u_with_product_weight(stride):
                                                     (16, 1.0, 16)])
 def test_bsconv_s_subspace_width(in_channels, p, expected):
     assert bsconv_s_mid_channels(in_channels, p) == expected
-    assert BSConvS(in_channels, 8, 3, p=p).pw1.out_channels == expected
+    assert create_conv("bsconv_s", in_channels, 8, 3, p=p).pw1.out_channels == expected
 
 
 def test_orthonormal_loss_is_zero_for_orthonormal_rows():
@@ -90,12 +91,13 @@ def test_orthonormal_loss_is_frobenius_norm_not_squared():
 
 
 def test_reg_loss_sums_every_module_times_alpha():
-    model = nn.Sequential(BSConvS(8, 8, 3, p=0.5), nn.ReLU(), BSConvS(8, 16, 3, p=0.25), BSConvU(16, 4, 3))
+    model = nn.Sequential(create_conv("bsconv_s", 8, 8, 3, p=0.5), nn.ReLU(), create_conv("bsconv_s", 8, 16, 3, p=0.25),
+                          create_conv("bsconv_u", 16, 4, 3))
     total = model[0].pw1.orthonormal_loss() + model[2].pw1.orthonormal_loss()
     torch.testing.assert_close(reg_loss(model, 0.1), 0.1 * total)
     assert has_reg_loss(model)
-    assert not has_reg_loss(BSConvU(4, 4, 3))
-    assert reg_loss(BSConvU(4, 4, 3), 0.1).item() == 0.0
+    assert not has_reg_loss(create_conv("bsconv_u", 4, 4, 3))
+    assert reg_loss(create_conv("bsconv_u", 4, 4, 3), 0.1).item() == 0.0
 
 
 @pytest.mark.parametrize("kind", ["regular", "dsc", "bsconv_u", "bsconv_s"])
@@ -110,7 +112,7 @@ def test_gradients_reach_every_parameter(kind):
 
 
 def test_orthonormal_loss_gradient_reaches_first_pointwise_only():
-    layer = BSConvS(8, 8, 3, p=0.5)
+    layer = create_conv("bsconv_s", 8, 8, 3, p=0.5)
     reg_loss(layer, 1.0).backward()
     assert layer.pw1.weight.grad.abs().sum() > 0
     assert layer.pw2.weight.grad is None and layer.dw.weight.grad is None
@@ -135,20 +137,21 @@ def test_bsconv_u_carries_stride_padding_dilation_bias():
 
 @pytest.mark.parametrize("size,kernel_size,expected", [(32, 3, 15), (28, 3, 13), (15, 5, 7), (7, 3, 3), (6, 5, 2)])
 def test_padding_free_downsampling_sizes(size, kernel_size, expected):
-    block = depthwise_block(8, kernel_size, 2, "relu", padding_free=True)
+    block = create_conv("dsc", 8, 8, kernel_size, 2, padding_free=True).dw
     assert isinstance(block, MaxPoolBranch)
     assert block(torch.randn(1, 8, size, size)).shape[-1] == expected
 
 
 def test_padding_free_branch_adds_the_max_pool_of_the_input():
-    block = depthwise_block(4, 3, 2, "relu", padding_free=True).eval()
+    block = create_conv("dsc", 4, 4, 3, 2, padding_free=True).dw.eval()
     x = torch.randn(1, 4, 9, 9)
     expected = block.body(x) + F.max_pool2d(x, 3, 2)
     torch.testing.assert_close(block(x), expected)
 
 
 def test_padding_free_stem_parameters_and_shape():
-    stem = PaddingFreeStem(3, 16, act="hswish")
+    stem = build_node(plan_stem(StemSpec(16, act="hswish", padding_free=True), 3, None)[0])
+    assert isinstance(stem, PaddingFreeStem)
     plain_stem_params = 3 * 16 * 9 + 2 * 16
     assert sum(p.numel() for p in stem.parameters()) - plain_stem_params == 720
     assert stem(torch.randn(2, 3, 32, 32)).shape == (2, 16, 32, 32)
@@ -156,7 +159,7 @@ def test_padding_free_stem_parameters_and_shape():
 
 def test_activations_that_would_clone_their_input_are_not_in_place():
     """In-place ReLU6/Hardswish/Hardsigmoid copy their input for autograd; only ReLU is cheaper in place."""
-    from bsnas.zoo import create_model
+    from bsnas.arch.zoo import create_model
 
     model = create_model("cifar_mobilenetv3_small_w1d2", num_classes=10)
     kinds = {type(m): m.inplace for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6, nn.Hardswish,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bsnas.layers import SqueezeExcite
-from bsnas.profile import count_flops, measure_latency, profile
+from bsnas.arch.plan import plan_squeeze_excite
+from bsnas.nn.build import build_node
+from bsnas.nn.profile import count_flops, measure_latency, profile
 
 
 def test_flops_convention_by_hand():
@@ -26,7 +27,8 @@ def test_flops_convention_by_hand():
 
 
 def test_squeeze_excite_multiply_counts_zero():
-    se = SqueezeExcite(8)  # pool 8*4*4, reduce 8*2+2, relu 2, expand 2*8+8, hard-sigmoid 0, multiply 0
+    # pool 8*4*4, reduce 8*2+2, relu 2, expand 2*8+8, hard-sigmoid 0, multiply 0
+    se = build_node(plan_squeeze_excite(8, None))
     assert count_flops(se, (8, 4, 4)) == 128 + 18 + 2 + 24
 
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from bsnas.errors import BsnasError
-from bsnas.layers import BSConvS, BSConvU, OrthonormalConv1x1, has_reg_loss, reg_loss
-from bsnas.replace import replace
+from bsnas.nn.layers import BSConvS, BSConvU, OrthonormalConv1x1, has_reg_loss, reg_loss
+from bsnas.nn.replace import replace
 
 BSCONV = {"bsconv_u": BSConvU, "bsconv_s": BSConvS}
 RESNET_KEPT = ["conv1", "layer2.0.downsample.0", "layer3.0.downsample.0", "layer4.0.downsample.0"]

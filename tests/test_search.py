@@ -5,15 +5,23 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from bsnas import storage
-from bsnas.budget import parse_budget, spec_cost
+from bsnas.arch.cost import cost
+from bsnas.arch.files import load_spec
+from bsnas.arch.spec import spec_hash
+from bsnas.arch.zoo import get_spec
 from bsnas.errors import BsnasError
-from bsnas.front import _knee_index, export_front, pareto_trials, pick_trial, trial_spec, write_trials_csv
-from bsnas.search import Evaluation, SearchConfig, count_trials, create_study, enqueue_zoo, make_objective, run_search
+from bsnas.report.trials import export_front, write_trials_csv
+from bsnas.search import storage
+from bsnas.search.budget import parse_budget
+from bsnas.search.config import SearchConfig
+from bsnas.search.evaluator import Evaluation
+from bsnas.search.front import knee_index, pareto_trials, pick_trial, trial_spec
+from bsnas.search.objective import make_objective
+from bsnas.search.study import count_trials, create_study, enqueue_zoo
+from bsnas.search.workers import run_search
 from bsnas.space import load_space
-from bsnas.spec import load_spec, spec_hash
 
-SYNTHETIC = ((3, 16, 16), 10)  # make_synthetic's default shape
+SYNTHETIC = (3, 16, 10)  # make_synthetic's default data: channels, image size, classes
 
 
 class FakeTrainer:
@@ -24,7 +32,7 @@ class FakeTrainer:
 
     def __call__(self, spec):
         self.specs.append(spec)
-        flops, params = spec_cost(spec, SYNTHETIC[0])
+        flops, params = cost(spec)
         return Evaluation(accuracy=min(0.99, 0.5 + params / 2e6), seconds=0.0)
 
 
@@ -55,37 +63,33 @@ def test_infeasible_candidates_are_never_trained(tmp_path, space):
         assert trial.user_attrs["flops"] > 300e3 and "flops" in trial.user_attrs["reason"]
         assert trial.constraints["flops"] > 0 and trial.values[0] == 0.0
     for spec in trainer.specs:
-        assert spec_cost(spec, SYNTHETIC[0])[0] <= 300e3
+        assert cost(spec).flops <= 300e3
     assert all(t.constraints["flops"] <= 0 for t in trained)
     assert all(t.user_attrs["status"] != "infeasible" for t in pareto_trials(result.study))
 
 
 def test_candidates_are_shrunk_into_the_budget(tmp_path, space):
-    from bsnas.zoo import get_spec
-
-    local = space.for_data(3, 10)
+    local = space.for_data(*SYNTHETIC)
     study = create_study(_config(tmp_path, budget="8MFLOPs"), local)
-    objective = make_objective(local, (parse_budget("8MFLOPs"),), "flops", FakeTrainer(), SYNTHETIC[0])
-    params = local.params_of(get_spec("cifar_mobilenetv2_w1", 10, 3))  # 23 MFLOPs at 3x16x16
+    objective = make_objective(local, (parse_budget("8MFLOPs"),), "flops", FakeTrainer())
+    params = local.params_of(get_spec("cifar_mobilenetv2_w1", 10, 3, 16))  # 23 MFLOPs at 3x16x16
     assert params["width_multiplier"] == 1.0
     study.enqueue_trial(params)
     study.optimize(objective, n_trials=1)
     trial = study.trials[-1]
     assert trial.user_attrs["status"] == "trained"
     assert trial.user_attrs["width_fit"] == 0.5 and trial.user_attrs["flops"] <= 8e6  # w1d2: 6.8 MFLOPs
-    assert spec_hash(trial_spec(trial)) == spec_hash(get_spec("cifar_mobilenetv2_w1d2", 10, 3))
+    assert spec_hash(trial_spec(trial)) == spec_hash(get_spec("cifar_mobilenetv2_w1d2", 10, 3, 16))
 
 
 def test_duplicates_are_not_trained_twice(tmp_path, space):
     trainer = FakeTrainer()
-    local = space.for_data(3, 10)
+    local = space.for_data(*SYNTHETIC)
     study = create_study(_config(tmp_path, budget="50MFLOPs"), local)
-    from bsnas.zoo import get_spec
-
-    params = local.params_of(get_spec("cifar_mobilenetv3_small_w7d20", 10, 3))
+    params = local.params_of(get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16))
     for _ in range(3):
         study.enqueue_trial(params)
-    study.optimize(make_objective(local, (parse_budget("50MFLOPs"),), "flops", trainer, SYNTHETIC[0]), n_trials=3)
+    study.optimize(make_objective(local, (parse_budget("50MFLOPs"),), "flops", trainer), n_trials=3)
     statuses = [t.user_attrs["status"] for t in study.trials]
     assert statuses == ["trained", "duplicate", "duplicate"]
     assert len(trainer.specs) == 1
@@ -99,16 +103,14 @@ def test_warm_start_enqueues_fitting_zoo_models_first(tmp_path, space):
     config = _config(tmp_path, budget="1MFLOPs", trials=3, warm_start=True, zoo_pattern=r"v3_small_w(7d20|1d2)")
     result = run_search(config, space, evaluate=trainer)
     assert result.enqueued and all(("w7d20" in n or "w1d2" in n) for n in result.enqueued)
-    local = space.for_data(3, 10)
-    from bsnas.zoo import get_spec
-
+    local = space.for_data(*SYNTHETIC)
     for name in result.enqueued:
-        assert spec_cost(get_spec(name, 10, 3), SYNTHETIC[0])[0] <= 1e6
-        assert local.params_of(get_spec(name, 10, 3)) is not None
+        assert cost(get_spec(name, 10, 3, 16)).flops <= 1e6
+        assert local.params_of(get_spec(name, 10, 3, 16)) is not None
     first = result.study.trials[0]
     assert first.user_attrs["zoo"] == result.enqueued[0] and trial_spec(first).name == result.enqueued[0]
     # resuming does not enqueue them again
-    assert enqueue_zoo(result.study, local, config.budgets, SYNTHETIC[0], config.zoo_pattern) == []
+    assert enqueue_zoo(result.study, local, config.budgets, config.zoo_pattern) == []
 
 
 def test_resume_continues_up_to_the_trial_count(tmp_path, space):
@@ -127,7 +129,7 @@ def test_resume_continues_up_to_the_trial_count(tmp_path, space):
 
 def test_space_that_cannot_meet_the_budget_says_so_early(tmp_path, space):
     trainer = FakeTrainer()
-    with pytest.raises(BsnasError, match="smallest point of the space is over the budget"):
+    with pytest.raises(BsnasError, match="cheapest point of the space has .* over the budget 1 kFLOPs"):
         run_search(_config(tmp_path, budget="1kFLOPs"), space, evaluate=trainer)
     assert trainer.specs == []
 
@@ -156,7 +158,7 @@ def test_front_export_picks_and_csv(tmp_path, space):
 
 def test_knee_is_the_bend():
     points = [(1.0, 0.50), (2.0, 0.80), (4.0, 0.84), (8.0, 0.85)]
-    assert _knee_index(points) == 1
+    assert knee_index(points) == 1
 
 
 def test_two_worker_processes_share_one_study(tmp_path, space):
@@ -177,7 +179,7 @@ def test_a_dead_workers_trial_is_failed_and_retried(tmp_path, space, monkeypatch
     monkeypatch.setattr(storage, "HEARTBEAT_S", 1)
     monkeypatch.setattr(storage, "GRACE_S", 2)
     config = _config(tmp_path, budget="3MFLOPs", trials=2)
-    study = create_study(config, space.for_data(3, 10))
+    study = create_study(config, space.for_data(*SYNTHETIC))
     dead = study.ask()  # a worker that took a trial, beat once and died
     study._storage.record_heartbeat(dead._trial_id)
     time.sleep(3)

@@ -9,11 +9,12 @@ import optuna
 import pytest
 import yaml
 
-from bsnas.build import build_model
+from bsnas.arch.spec import spec_hash, spec_to_dict
+from bsnas.arch.validate import spec_from_dict
+from bsnas.arch.zoo import get_spec, list_models
 from bsnas.errors import BsnasError
-from bsnas.space import load_space, space_from_dict
-from bsnas.spec import spec_from_dict, spec_hash, spec_to_dict
-from bsnas.zoo import get_spec, list_models
+from bsnas.nn.build import build_model
+from bsnas.space import load_space, space_from_dict, space_size
 
 MOBILENET = "search_spaces/mobilenet.yaml"
 RESNET = "search_spaces/resnet.yaml"
@@ -34,7 +35,7 @@ SMALL_SPACE = {
 
 @pytest.fixture(scope="module")
 def mobilenet():
-    return load_space(MOBILENET).for_data(1, 10)
+    return load_space(MOBILENET).for_data(1, 28, 10)
 
 
 def _zoo(pattern):
@@ -44,14 +45,14 @@ def _zoo(pattern):
 def test_shipped_spaces_load_with_sizes():
     for path in (MOBILENET, RESNET):
         space = load_space(path)
-        assert space.size() > 1e20
+        assert space_size(space) > 1e20
         assert space.family in ("mobilenet", "resnet")
 
 
 @pytest.mark.parametrize("name", _zoo(r"^cifar_mobilenetv(1|2)_w(1|1d4)(_bsconv\w+)?(_pfd)?$")
                          + _zoo(r"^cifar_mobilenetv3_(small|large)_w(3d4|7d20)(_bsconvs_p1d6)?(_pfd)?$"))
 def test_zoo_mobilenets_are_points(mobilenet, name):
-    spec = get_spec(name, 10, 1)
+    spec = get_spec(name, 10, 1, 28)
     params = mobilenet.params_of(spec)
     assert params is not None
     again = mobilenet.spec_from_params(params)
@@ -62,25 +63,27 @@ def test_zoo_mobilenets_are_points(mobilenet, name):
 
 @pytest.mark.parametrize("name", ["cifar_resnet20", "cifar_resnet20_bsconvu", "cifar_resnet56_bsconvs_p1d4"])
 def test_zoo_resnets_are_points(name):
-    space = load_space(RESNET).for_data(3, 10)
+    space = load_space(RESNET).for_data(3, 32, 10)
     spec = get_spec(name)
     params = space.params_of(spec)
     assert params is not None and spec_hash(space.spec_from_params(params)) == spec_hash(spec)
 
 
 def test_non_points_are_rejected(mobilenet):
-    assert mobilenet.params_of(get_spec("cifar_resnet20", 10, 1)) is None
-    spec = get_spec("cifar_mobilenetv2_w1d4", 10, 1)
+    assert mobilenet.params_of(get_spec("cifar_resnet20", 10, 1, 28)) is None
+    spec = get_spec("cifar_mobilenetv2_w1d4", 10, 1, 28)
     odd = dataclasses.replace(spec, blocks=(dataclasses.replace(spec.blocks[0], out_channels=7), *spec.blocks[1:]))
     assert mobilenet.params_of(odd) is None
-    assert mobilenet.params_of(get_spec("cifar_mobilenetv2_w1d4", 10, 3)) is None  # not for these input channels
+    assert mobilenet.params_of(get_spec("cifar_mobilenetv2_w1d4", 10, 3, 28)) is None  # not for these channels
+    assert mobilenet.params_of(get_spec("cifar_mobilenetv2_w1d4", 10, 1, 32)) is None  # nor for this image size
 
 
 def test_random_points_are_valid_specs_that_build(mobilenet):
     rng = random.Random(3)
     for _ in range(25):
         spec, params = mobilenet.random_spec(rng)
-        assert spec_from_dict(yaml.safe_load(yaml.safe_dump(spec_to_dict(dataclasses.replace(spec, name="x")))))
+        named = dataclasses.replace(spec, name="x")
+        assert spec_from_dict(yaml.safe_load(yaml.safe_dump(spec_to_dict(named)))) == named  # a valid spec
         ops = {key: value for key, value in params.items() if key.endswith(".op")}
         for key in params:
             if key.endswith(".p"):  # p is conditional on op bsconv_s
@@ -98,7 +101,7 @@ def test_random_points_are_valid_specs_that_build(mobilenet):
 
 
 def test_conditional_when_field():
-    space = load_space(RESNET).for_data(3, 10)
+    space = load_space(RESNET).for_data(3, 32, 10)
     rng = random.Random(11)
     for _ in range(10):
         spec, _ = space.random_spec(rng)
@@ -109,7 +112,9 @@ def test_conditional_when_field():
 
 def test_width_multiplier_is_exact():
     space = space_from_dict({**SMALL_SPACE, "model": {**SMALL_SPACE["model"], "width_multiplier": [0.35]}})
-    spec = space.corner_spec(largest=True)
+    spec = space.spec_from_params({"s0.b0.op": "bsconv_u", "s0.b0.expansion": 2, "s1.repeats": 1,
+                                   "s1.b0.op": "bsconv_u", "s1.b0.expansion": 4, "s1.b0.out_channels": 24,
+                                   "s1.b0.kernel_size": 3, "s1.padding_free": False, "head.conv_channels": None})
     assert spec.blocks[-1].out_channels == int(24 * 7 / 20)  # 8, not 8.399.. rounded down from a float error
     assert spec.stem.out_channels == 2
 
@@ -118,9 +123,8 @@ def test_size_counts_conditionals():
     space = space_from_dict(SMALL_SPACE)
     # stage 0: one block, ops (2) x expansion (2) = 4; stage 1 first block: op(2) x e(2) x out(2) x k(2) = 16,
     # times padding_free (2) when op is bsconv_u -> 8*1 + 8*2 = 24; later blocks 16; repeats 1 or 2 -> 24 + 24*16
-    expected = 2 * 4 * (24 + 24 * 16) * 2  # widths x stage0 x stage1 x head
-    expected_with_alpha = expected * 1
-    assert space.size() == expected_with_alpha
+    expected = 2 * 4 * (24 + 24 * 16) * 2  # widths x stage0 x stage1 x head (alpha has one value)
+    assert space_size(space) == expected
 
 
 def _error(data, source="space.yaml"):
@@ -161,5 +165,15 @@ def test_load_space_file_errors(tmp_path):
         load_space(bad)
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(yaml.safe_dump({**SMALL_SPACE, "head": {"conv_channels": [0]}}))
-    with pytest.raises(BsnasError, match=r"wrong.yaml: head.conv_channels\[0\]: 0 is not an integer >= 1"):
+    with pytest.raises(BsnasError, match=r"wrong.yaml: head.conv_channels\[0\]: 0 is not an integer in 1..65536"):
         load_space(wrong)
+
+
+def test_shipped_spaces_resolve_by_name_from_any_directory(tmp_path, monkeypatch):
+    from bsnas.space import SHIPPED_SPACES, resolve_space
+
+    monkeypatch.chdir(tmp_path)
+    for name in SHIPPED_SPACES:
+        assert resolve_space(name).name == name
+    with pytest.raises(BsnasError, match="neither a file nor a shipped space"):
+        resolve_space("nosuchspace")

@@ -9,25 +9,24 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bsnas.build import build_model
-from bsnas.errors import BsnasError
-from bsnas.spec import (
+from bsnas.arch.files import load_spec, save_spec
+from bsnas.arch.spec import (
     ACTIVATIONS,
     OPS,
     ArchSpec,
     BlockSpec,
     HeadSpec,
     StemSpec,
-    load_spec,
-    save_spec,
-    spec_from_dict,
     spec_hash,
     spec_to_dict,
     spec_to_yaml,
 )
-from bsnas.zoo import get_spec
+from bsnas.arch.validate import spec_from_dict
+from bsnas.arch.zoo import get_spec
+from bsnas.errors import BsnasError
+from bsnas.nn.build import build_model
 
-channels = st.integers(1, 2048)
+channels = st.integers(1, 512)
 ratios = st.floats(min_value=1e-6, max_value=1.0, allow_nan=False, exclude_min=True)
 
 
@@ -60,9 +59,11 @@ def specs(draw):
     conv = draw(st.one_of(st.none(), channels))
     head = HeadSpec(conv_channels=conv, se=draw(st.booleans()) if conv else False,
                     act=draw(st.sampled_from(ACTIVATIONS)), bn_act=draw(st.booleans()))
-    return ArchSpec(name=draw(st.text(min_size=1, max_size=20)), stem=stem,
+    return ArchSpec(name=draw(st.text(st.characters(categories=("L", "N", "P", "S"), include_characters=" "),
+                                      min_size=1, max_size=20)), stem=stem,
                     blocks=tuple(draw(st.lists(blocks(), min_size=1, max_size=6))), head=head,
                     num_classes=draw(st.integers(2, 1000)), in_channels=draw(st.integers(1, 4)),
+                    image_size=512,  # large enough for a stride-2 stem, its max-pool and six stride-2 blocks
                     input_bn=draw(st.booleans()),
                     alpha=draw(st.floats(0, 10, allow_nan=False, allow_infinity=False)))
 
@@ -122,9 +123,9 @@ def test_unknown_op_names_field_and_allowed_values(tmp_path):
 
 
 @pytest.mark.parametrize("change,field,allowed", [
-    ({"out_channels": 0}, "blocks[3].out_channels", "integer >= 1"),
-    ({"out_channels": -8}, "blocks[3].out_channels", "integer >= 1"),
-    ({"out_channels": 3.5}, "blocks[3].out_channels", "integer >= 1"),
+    ({"out_channels": 0}, "blocks[3].out_channels", "is not an integer in 1.."),
+    ({"out_channels": -8}, "blocks[3].out_channels", "is not an integer in 1.."),
+    ({"out_channels": 3.5}, "blocks[3].out_channels", "is not an integer in 1.."),
     ({"stride": 3}, "blocks[3].stride", "is not one of 1, 2"),
     ({"kernel_size": 4}, "blocks[3].kernel_size", "is not one of 1, 3, 5, 7"),
     ({"op": "bsconv_s", "p": 0}, "blocks[3].p", "(0, 1]"),
@@ -137,7 +138,7 @@ def test_unknown_op_names_field_and_allowed_values(tmp_path):
     ({"padding_free": True, "stride": 1}, "blocks[3].padding_free", "applies only to stride-2"),
     ({"padding_free": True, "kernel_size": 1}, "blocks[3].padding_free", "kernel_size 3, 5 or 7"),
     ({"mid_channels": 8}, "blocks[3].mid_channels", "only inverted blocks"),
-    ({"type": "inverted"}, "blocks[3].mid_channels", "integer >= 1"),
+    ({"type": "inverted"}, "blocks[3].mid_channels", "is not an integer in 1.."),
 ])
 def test_bad_block_fields(tmp_path, change, field, allowed):
     message = _error(tmp_path, _with_block(change))

@@ -10,14 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from bsnas.build import build_model
-from bsnas.checkpoint import load_checkpoint, load_model, save_checkpoint
-from bsnas.data import DEBIAN_FASHION_MNIST, DataConfig, load_data, make_synthetic
+from bsnas.arch.validate import spec_from_dict
+from bsnas.arch.zoo import get_spec
 from bsnas.errors import BsnasError
-from bsnas.layers import OrthonormalConv1x1, reg_loss
-from bsnas.spec import spec_from_dict
-from bsnas.train import PRESETS, TrainConfig, fold_batchnorm, lr_factor, preset, recalibrate_bn, train
-from bsnas.zoo import get_spec
+from bsnas.nn.build import build_model
+from bsnas.nn.fold import fold_batchnorm
+from bsnas.nn.layers import OrthonormalConv1x1, reg_loss
+from bsnas.train.config import PRESETS, TrainConfig, preset
+from bsnas.train.data import DEBIAN_FASHION_MNIST, DataConfig, load_data, make_synthetic
+from bsnas.train.loop import lr_factor, recalibrate_bn, train
+from bsnas.train.rundir import load_checkpoint, load_model, save_checkpoint
 
 TINY = {
     "format_version": 1, "name": "tiny", "stem": {"out_channels": 8},
@@ -181,7 +183,7 @@ def test_train_subset_limits_the_images_per_epoch(synthetic):
 
 
 def test_val_subset_scores_the_same_stratified_subset_for_every_model(synthetic, monkeypatch):
-    trainer = importlib.import_module("bsnas.train")  # the package's `train` attribute is the function
+    trainer = importlib.import_module("bsnas.train.loop")
     scored = []
     original = trainer.evaluate
     monkeypatch.setattr(trainer, "evaluate", lambda model, loader, autocast: scored.append(loader.labels.clone())

@@ -10,8 +10,8 @@ import torch
 
 from bsnas import create_model, get_spec, list_models
 from bsnas.errors import BsnasError
-from bsnas.layers import has_reg_loss
-from bsnas.profile import profile
+from bsnas.nn.layers import has_reg_loss
+from bsnas.nn.profile import profile
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "bsconv_zoo_published.csv"  # source: tests/data/README.md
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from bsnas.errors import BsnasError
@@ -28,14 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def table_console(file=None):
-    """A rich Console for result tables: the terminal's width, or 160 columns when writing to a file or a pipe."""
-    from rich.console import Console
-
-    console = Console(file=file)
-    return console if console.is_terminal else Console(file=file, width=160)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user error)."""
     parser = build_parser()
@@ -48,3 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bsnas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`bsnas zoo list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

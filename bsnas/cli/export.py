@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bsnas.budget import format_cost
-from bsnas.search import load_study
+from bsnas.search.budget import format_cost
+from bsnas.search.study import load_study
 
 __all__ = ["add_parser", "run"]
 
@@ -24,8 +24,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bsnas.front import pick_trial, trial_spec
-    from bsnas.spec import save_spec
+    from bsnas.arch.files import save_spec
+    from bsnas.search.front import pick_trial, trial_spec
 
     study = load_study(args.run_name, args.storage, args.runs_dir)
     trial = pick_trial(study, args.pick)

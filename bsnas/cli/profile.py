@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
+import sys
 
-from bsnas.build import build_model
-from bsnas.cli import table_console
+from bsnas.arch.zoo import resolve_spec
 from bsnas.errors import BsnasError
-from bsnas.profile import ProfileResult, profile
-from bsnas.train import resolve_device
-from bsnas.zoo import resolve_spec
+from bsnas.nn.build import build_model
+from bsnas.nn.profile import ProfileResult, profile
+from bsnas.report.tables import table_console
+from bsnas.train.loop import resolve_device
 
 
 def parse_input_size(text: str) -> tuple[int, int, int]:
@@ -27,8 +29,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("model", help="a zoo name (see `bsnas zoo list`) or an ArchSpec YAML file")
     parser.add_argument("--num-classes", type=int, default=None, help="classifier outputs (default: the spec's)")
     parser.add_argument("--input-size", default=None,
-                        help="CxHxW of one image (default: the spec's channels x 32x32, 224x224 for ImageNet zoo "
-                             "names); C sets the input channels")
+                        help="CxHxW of one image (default: the input the spec or zoo name was designed for); C sets "
+                             "the input channels")
     parser.add_argument("--latency", action="store_true", help="also measure latency (median after warm-up)")
     parser.add_argument("--batch-size", type=int, default=32, help="the second latency batch size (default 32)")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (latency only; default cpu)")
@@ -40,13 +42,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    spec = resolve_spec(args.model, args.num_classes)
+    input_size = spec.input_size
     if args.input_size:
         input_size = parse_input_size(args.input_size)
-        spec = resolve_spec(args.model, args.num_classes, input_size[0])
-    else:  # the spec's channels; 224x224 for ImageNet zoo names, else 32x32
-        spec = resolve_spec(args.model, args.num_classes)
-        imagenet_name = not args.model.startswith("cifar_") and not args.model.endswith((".yaml", ".yml"))
-        input_size = (spec.in_channels, 224 if imagenet_name else 32, 224 if imagenet_name else 32)
+        if input_size[0] != spec.in_channels:
+            print(f"bsnas: note: --input-size {args.input_size} changes {args.model}'s input channels from "
+                  f"{spec.in_channels} to {input_size[0]}, and with them its parameters", file=sys.stderr)
+            spec = dataclasses.replace(spec, in_channels=input_size[0])
     device = resolve_device(args.device) if args.latency else "cpu"
     result = profile(build_model(spec), input_size, latency=args.latency, batch_sizes=(1, args.batch_size),
                      device=device, threads=args.threads, layers=args.layers, repeats=args.repeats)

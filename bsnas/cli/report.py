@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bsnas.search import count_trials, load_study
+from bsnas.search.study import count_trials, load_study
 
 __all__ = ["add_parser", "run"]
 
@@ -21,8 +21,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bsnas.cli.search import print_report
-    from bsnas.front import pareto_trials, trial_spec, write_report
+    from bsnas.report import write_report
+    from bsnas.report.tables import print_report
+    from bsnas.search.front import pareto_trials, trial_spec
 
     study = load_study(args.run_name, args.storage, args.runs_dir)
     run_dir = Path(args.runs_dir) / args.run_name

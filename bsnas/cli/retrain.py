@@ -14,10 +14,11 @@ import re
 import sys
 from pathlib import Path
 
-from bsnas.budget import format_cost, spec_cost
-from bsnas.cli import table_console
+from bsnas.arch.cost import cost
 from bsnas.errors import BsnasError
-from bsnas.search import load_study
+from bsnas.report.tables import table_console
+from bsnas.search.budget import format_cost
+from bsnas.search.study import load_study
 
 __all__ = ["add_parser", "run", "retrain_spec"]
 
@@ -39,7 +40,7 @@ def add_parser(subparsers) -> None:
 
 def retrain_spec(spec, run_path: Path, data, data_config, config, quiet: bool = False) -> dict:
     """Train `spec` in `run_path` (resuming a checkpoint, skipping a finished run); returns result.json's dict."""
-    from bsnas.checkpoint import RunDir, train_in_run_dir
+    from bsnas.train.rundir import RunDir, train_in_run_dir
 
     run_dir = RunDir(run_path)
     result_file = run_path / "result.json"
@@ -56,7 +57,7 @@ def _zoo_baselines(study, pattern: str | None) -> list[str]:
     front and the most accurate one."""
     from optuna.trial import TrialState
 
-    from bsnas.front import pareto_trials
+    from bsnas.search.front import pareto_trials
 
     zoo = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
            if t.user_attrs.get("zoo") and t.user_attrs.get("status") != "infeasible"
@@ -77,12 +78,12 @@ def _zoo_baselines(study, pattern: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bsnas.build import build_model
-    from bsnas.data import DataConfig, load_data
-    from bsnas.front import pareto_trials, trial_spec
-    from bsnas.profile import measure_latency
-    from bsnas.train import preset
-    from bsnas.zoo import get_spec
+    from bsnas.arch.zoo import get_spec
+    from bsnas.nn.build import build_model
+    from bsnas.nn.profile import measure_latency
+    from bsnas.search.front import pareto_trials, trial_spec
+    from bsnas.train.config import preset
+    from bsnas.train.data import DataConfig, load_data
 
     study = load_study(args.run_name, args.storage, args.runs_dir)
     settings = study.user_attrs.get("config", {})
@@ -94,12 +95,11 @@ def run(args: argparse.Namespace) -> int:
     config = preset(args.preset, **changes)
     data_config = DataConfig(dataset=settings.get("dataset", "fashion-mnist"), data_root=settings.get("data_root"))
     data = load_data(data_config)
-    input_size = (data.in_channels, data.image_size, data.image_size)
     front = pareto_trials(study)
     if not front:
         raise BsnasError(f"study {args.run_name!r} has no feasible complete trial to retrain.")
     entries = [("search", trial_spec(t), t.number) for t in front]
-    entries += [("zoo", get_spec(name, data.num_classes, data.in_channels), None)
+    entries += [("zoo", get_spec(name, data.num_classes, data.in_channels, data.image_size), None)
                 for name in _zoo_baselines(study, args.zoo)]
     root = Path(args.runs_dir) / args.run_name / "retrain"
     rows = []
@@ -107,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
         folder = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.name)
         print(f"[{index}/{len(entries)}] {kind} {spec.name}: {config.epochs} epochs in {folder}", file=sys.stderr)
         result = retrain_spec(spec, folder, data, data_config, config)
-        flops, params = spec_cost(spec, input_size)
-        latency = measure_latency(build_model(spec), input_size, 1, "cpu", threads=1, repeats=20).median_ms
+        flops, params = cost(spec)
+        latency = measure_latency(build_model(spec), spec.input_size, 1, "cpu", threads=1, repeats=20).median_ms
         rows.append({"source": kind, "trial": number, "name": spec.name, "test_accuracy": result.get("test_accuracy"),
                      "val_accuracy": result.get("val_accuracy"), "epochs": result.get("epochs"),
                      "params": params, "flops": flops, "latency_ms_cpu1": latency, "run": str(folder)})

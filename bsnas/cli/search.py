@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
-from bsnas.budget import check_budgets, parse_budget
-from bsnas.cli import table_console
-from bsnas.data import DATASETS
 from bsnas.errors import BsnasError
-from bsnas.search import SAMPLERS, SearchConfig, count_trials, default_workers, run_search
-from bsnas.space import load_space
-from bsnas.train import PRESETS
+from bsnas.report.live import SearchProgress
+from bsnas.report.tables import print_report
+from bsnas.search.budget import check_budgets, parse_budget
+from bsnas.search.config import SAMPLERS, SearchConfig
+from bsnas.search.workers import default_workers, run_search
+from bsnas.space.decode import SearchSpace
+from bsnas.space.load import SHIPPED_SPACES, resolve_space
+from bsnas.train.config import PRESETS
+from bsnas.train.data import DATASETS
 
 PROXY = PRESETS["proxy"]
 
-__all__ = ["add_parser", "run", "parse_duration", "SearchProgress", "print_report"]
+__all__ = ["add_parser", "run", "parse_duration"]
 
-# The shipped spaces live in the checkout beside the package (the README installs it editable).
-DEFAULT_SPACE = os.path.relpath(Path(__file__).resolve().parents[2] / "search_spaces" / "mobilenet.yaml")
+DEFAULT_SPACE = "mobilenet"
 DEFAULT_TRIALS = 50
 
 
@@ -43,7 +43,9 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("search", help="search architectures under cost budgets; writes runs/<RUN>/")
     parser.add_argument("--budget", action="append", required=True, metavar="COST",
                         help="upper limit, repeatable: 100MFLOPs, 1.5Mparams, 4ms, 500us (k/M/G prefixes)")
-    parser.add_argument("--space", default=DEFAULT_SPACE, help=f"search-space YAML (default {DEFAULT_SPACE})")
+    parser.add_argument("--space", default=DEFAULT_SPACE,
+                        help=f"search-space YAML file, or a shipped space: {', '.join(SHIPPED_SPACES)} "
+                             f"(default {DEFAULT_SPACE})")
     parser.add_argument("--dataset", default="fashion-mnist",
                         help=f"one of {', '.join(DATASETS)} (default fashion-mnist)")
     parser.add_argument("--data-root", default=None, help="folder with the dataset files")
@@ -84,97 +86,11 @@ def _default_name(space: str, budget: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"search-{Path(space).stem}-{budget}")
 
 
-class SearchProgress:
-    """Live view on a terminal (trial i/N, feasible share, front so far, ETA); plain lines otherwise."""
-
-    def __init__(self, total: int | None, timeout: float | None, quiet: bool = False):
-        from rich.console import Console
-
-        self.total, self.timeout, self.quiet = total, timeout, quiet
-        self.console = Console(stderr=True)
-        self.live_view = None
-        self.start = time.perf_counter()
-        self.first_complete: int | None = None
-        self.last_complete = -1
-
-    def __enter__(self) -> SearchProgress:
-        if self.console.is_terminal and not self.quiet:
-            from rich.live import Live
-
-            self.live_view = Live(console=self.console, refresh_per_second=2, transient=False)
-            self.live_view.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.live_view is not None:
-            self.live_view.stop()
-
-    def _eta(self, complete: int) -> str:
-        if self.first_complete is None:
-            self.first_complete = complete
-        elapsed = time.perf_counter() - self.start
-        done = complete - self.first_complete
-        estimates = []
-        if self.total is not None and done > 0:
-            estimates.append(elapsed / done * max(self.total - complete, 0))
-        if self.timeout is not None:
-            estimates.append(max(self.timeout - elapsed, 0))
-        if not estimates:
-            return "?"
-        seconds = min(estimates)
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-    def __call__(self, study) -> None:
-        from bsnas.front import pareto_trials, trial_spec
-
-        if self.quiet:
-            return
-        counts = count_trials(study)
-        complete = counts["complete"]
-        eta = self._eta(complete)
-        if complete == self.last_complete and self.live_view is None:
-            return
-        self.last_complete = complete
-        share = counts["feasible"] / complete if complete else 0.0
-        front = pareto_trials(study) if complete else []
-        total = self.total if self.total is not None else "?"
-        best = max(front, key=lambda t: t.values[0]) if front else None
-        best_text = f"best {best.values[0]:.2%} @ {best.values[1]:.3g}" if best else "no feasible trial yet"
-        line = (f"trial {complete}/{total}  running {counts['running']}  feasible {share:.0%}  "
-                f"trained {counts['trained']}  duplicates {counts['duplicate']}  front {len(front)} ({best_text})  "
-                f"ETA {eta}")
-        if self.live_view is None:
-            print(line, file=sys.stderr, flush=True)
-            return
-        from rich.table import Table
-
-        table = Table(title=line, title_justify="left", show_edge=False)
-        for column in ("trial", "architecture", "val acc", "cost"):
-            table.add_column(column, justify="left" if column == "architecture" else "right", overflow="fold")
-        for trial in front[:12]:
-            table.add_row(str(trial.number), trial_spec(trial).name, f"{trial.values[0]:.2%}", f"{trial.values[1]:.4g}")
-        self.live_view.update(table)
-
-
-def print_report(study, run_dir: Path, stream=None) -> None:
-    """Write trials.csv, pareto/*.yaml and pareto.png and print the front table."""
-    from bsnas.front import front_table, write_report
-
-    paths = write_report(study, run_dir)
-    console = table_console(stream)
-    console.print(front_table(study))
-    counts = count_trials(study)
-    share = counts["feasible"] / counts["complete"] if counts["complete"] else 0.0
-    console.print(f"{counts['complete']} complete trials ({share:.0%} within budget, {counts['trained']} trained, "
-                  f"{counts['duplicate']} duplicates reused, {counts['fail']} failed); wrote {paths.csv}, "
-                  f"{paths.plot} and {len(paths.exported)} specs in {paths.pareto_dir}/", highlight=False)
-
-
 def run(args: argparse.Namespace) -> int:
     budgets = tuple(check_budgets([parse_budget(text) for text in args.budget]))
     timeout = parse_duration(args.timeout) if args.timeout else None
     trials = args.trials if args.trials is not None else (None if timeout else DEFAULT_TRIALS)
-    space = load_space(args.space)
+    space = resolve_space(args.space)
     name = args.name or _default_name(args.space, args.budget[0])
     workers = args.workers if args.workers is not None else default_workers(args.device)
     config = SearchConfig(name=name, space_file=args.space, budgets=budgets, objective=args.objective,
@@ -186,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                           population=args.population, threads=args.threads)
     if config.storage is None:
         config.run_dir.mkdir(parents=True, exist_ok=True)
-    _save_run_files(config, Path(args.space))
+    _save_run_files(config, space)
     budget_text = ", ".join(str(b) for b in budgets)
     print(f"bsnas search {name}: space {args.space}, budget {budget_text}, objective {args.objective}, "
           f"{args.sampler}, {workers} worker(s), storage {config.storage_url}", file=sys.stderr)
@@ -201,11 +117,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_run_files(config: SearchConfig, space_file: Path) -> None:
+def _save_run_files(config: SearchConfig, space: SearchSpace) -> None:
     """The run directory keeps the resolved config and a copy of the search space."""
     import yaml
 
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "search.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    (run_dir / "space.yaml").write_text(space_file.read_text())
+    (run_dir / "space.yaml").write_text(yaml.safe_dump(space.raw, sort_keys=False))

@@ -7,12 +7,12 @@ import json
 import re
 from pathlib import Path
 
-from bsnas.checkpoint import RunDir, train_in_run_dir
-from bsnas.data import DATASETS, DataConfig, load_data
+from bsnas.arch.validate import spec_from_dict
+from bsnas.arch.zoo import resolve_spec
 from bsnas.errors import BsnasError
-from bsnas.spec import spec_from_dict
-from bsnas.train import PRESETS, TrainConfig, preset
-from bsnas.zoo import resolve_spec
+from bsnas.train.config import PRESETS, TrainConfig, describe_preset, preset
+from bsnas.train.data import DATASETS, DataConfig, load_data
+from bsnas.train.rundir import RunDir, train_in_run_dir
 
 __all__ = ["add_parser", "run"]
 
@@ -34,8 +34,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--val-fraction", type=float, default=None,
                         help="stratified share of the training set held out for validation (default 0.1)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="paper: SGD, lr 0.1, 200 epochs, x0.1 at 50/75/90 %%; proxy: one epoch on 5000 "
-                             "images, scored on 3000 validation images (default paper)")
+                        help="; ".join(f"{name}: {describe_preset(name)}" for name in PRESETS).replace("%", "%%")
+                        + " (default paper)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (overrides the preset)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (overrides the preset)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (overrides the preset)")

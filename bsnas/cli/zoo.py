@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from bsnas.spec import spec_to_yaml
-from bsnas.zoo import get_spec, list_models
+from bsnas.arch.spec import spec_to_yaml
+from bsnas.arch.zoo import get_spec, list_models
 
 
 def add_parser(subparsers) -> None:

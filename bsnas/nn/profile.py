@@ -115,7 +115,7 @@ def _ptflops_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int | N
     from ptflops import get_model_complexity_info
     from ptflops.pytorch_ops import conv_flops_counter_hook
 
-    from bsnas.layers import OrthonormalConv1x1
+    from bsnas.nn.layers import OrthonormalConv1x1
 
     was_training = model.training
     try:

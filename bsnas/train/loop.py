@@ -2,8 +2,8 @@
 
 `train(model, data, config)` trains on `data.train`, scores every epoch on `data.val` and, when
 `config.final_test` is set, once on `data.test` at the end. It adds the model's orthonormal loss
-(`bsnas.layers.reg_loss`) when the model has one, stops with status ``"diverged"`` on a NaN/inf loss,
-and resumes exactly from a state produced by an earlier run (see `bsnas.checkpoint`). It knows
+(`bsnas.nn.layers.reg_loss`) when the model has one, stops with status ``"diverged"`` on a NaN/inf loss,
+and resumes exactly from a state produced by an earlier run (see `bsnas.train.rundir`). It knows
 nothing of the search.
 """
 
@@ -19,125 +19,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.fx.experimental.optimization import fuse as fuse_conv_bn
-from torch.fx.proxy import TraceError
 
-from bsnas.data import BatchLoader, DataSplits, Split, stratified_split
 from bsnas.errors import BsnasError
-from bsnas.layers import has_reg_loss, reg_loss
+from bsnas.nn.fold import fold_batchnorm
+from bsnas.nn.layers import has_reg_loss, reg_loss
+from bsnas.train.config import TrainConfig
+from bsnas.train.data import DataSplits, Split, stratified_split
+from bsnas.train.loader import BatchLoader
 
-__all__ = [
-    "PRESETS",
-    "BatchReport",
-    "EpochMetrics",
-    "TrainConfig",
-    "TrainResult",
-    "evaluate",
-    "fold_batchnorm",
-    "lr_factor",
-    "preset",
-    "recalibrate_bn",
-    "resolve_device",
-    "train",
-]
+__all__ = ["BatchReport", "EpochMetrics", "TrainResult", "evaluate", "lr_factor", "recalibrate_bn",
+           "resolve_device", "train"]
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("step", "cosine", "linear", "constant")
-AUTOCAST = ("auto", "off", "bf16")
 DIVERGENCE_CHECK_EVERY = 16  # steps between finiteness checks of the running loss (one device sync each)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every knob of a training run. Defaults are the paper's CIFAR protocol (see `PRESETS`)."""
-
-    epochs: int = 200
-    batch_size: int = 128
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.1  # peak learning rate
-    momentum: float = 0.9  # SGD momentum (AdamW beta1)
-    nesterov: bool = False
-    weight_decay: float = 1e-4
-    schedule: str = "step"  # step | cosine | linear | constant, applied per step
-    milestones: tuple[float, ...] = (0.5, 0.75, 0.9)  # step schedule: fractions of all steps
-    gamma: float = 0.1  # step schedule: factor at each milestone
-    warmup: float = 0.0  # fraction of all steps with a linear warm-up from 0
-    label_smoothing: float = 0.0
-    alpha: float | None = None  # orthonormal-loss weight; None uses the model's own `alpha` (0 if absent)
-    seed: int = 0  # seeds the global torch RNG and every epoch's shuffle and augmentation
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # CPU threads (torch.set_num_threads); None keeps torch's default
-    autocast: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 (no loss scaling needed)
-    channels_last: bool = True  # measured 1.3-1.4x faster for MobileNets on a 2-core CPU; standard on CUDA
-    train_subset: int | None = None  # train on a seeded stratified subset of this many images
-    val_subset: int | None = None  # score on a seeded stratified subset of this many validation images
-    bn_recalibration: int = 0  # before validating, re-estimate BatchNorm statistics on this many training images
-    crop_padding: int = 4  # random crop after zero padding by this many pixels (0: no crop)
-    flip: bool = True  # random horizontal flips
-    eval_batch_size: int = 64  # BatchNorm folded, CPU: 1.9x the images/s of batch 128 for a MobileNetV2 (bench_train)
-    final_test: bool = True  # score the test split once at the end (full training only)
-
-    def __post_init__(self) -> None:
-        for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
-                                     ("schedule", self.schedule, SCHEDULES),
-                                     ("autocast", self.autocast, AUTOCAST)):
-            if value not in allowed:
-                raise BsnasError(f"TrainConfig.{name}: {value!r} is not one of {', '.join(allowed)}.")
-        for name in ("epochs", "batch_size", "eval_batch_size", "threads"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise BsnasError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}.")
-        if self.lr <= 0 or not 0 <= self.warmup < 1 or self.crop_padding < 0:
-            raise BsnasError("TrainConfig needs lr > 0, 0 <= warmup < 1 and crop_padding >= 0.")
-        if self.bn_recalibration < 0:
-            raise BsnasError(f"TrainConfig.bn_recalibration must be >= 0, got {self.bn_recalibration}.")
-        for name in ("train_subset", "val_subset"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise BsnasError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (lists for tuples) for YAML, JSON and checkpoints."""
-        data = dataclasses.asdict(self)
-        data["milestones"] = list(self.milestones)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of `to_dict`; unknown keys are an error that names them."""
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise BsnasError(f"train config: unknown keys {', '.join(unknown)}.")
-        data = dict(data)
-        if "milestones" in data:
-            data["milestones"] = tuple(data["milestones"])
-        return cls(**data)
-
-
-# The paper: SGD 0.9, lr 0.1, wd 1e-4, batch 128, x0.1 at 50/75/90 % of 200 epochs (100/150/180).
-# The proxy: one epoch on 4000 training images (batch 32, no augmentation), BatchNorm statistics re-estimated
-# on 512 training images, scored on 2000 validation images.
-# Chosen on held-out Fashion-MNIST with `benchmarks/bench_train.py proxy-rank` (tables in the README): eight zoo
-# models ranked against a 3-epoch reference training, Spearman 0.81/0.90/0.93 for three seeds, against
-# 0.86/0.90/0.93 with 3000 validation images and 0.98/0.93/0.86 for 5000 training images (20 % more training);
-# seed-to-seed differences of 2-5 points per model outweigh the validation sample (+-1 point at 2000 images).
-# The earlier proxy of 10k images at batch 64 ranked 0.95 and took twice as long; at batch 64 a 5000-image proxy
-# ranked worse (0.74, 0.88), and without the BatchNorm re-estimation its lagging running statistics scored two
-# models at 51 % and 20 % (76 % and 70 % with it). lr 0.1 (0.05 and 0.2 ranked worse; 0.2 collapsed MobileNetV2);
-# crop and flip cost 3-7 points of accuracy in a one-epoch run.
-PRESETS: dict[str, TrainConfig] = {
-    "paper": TrainConfig(),
-    "proxy": TrainConfig(
-        epochs=1, batch_size=32, lr=0.1, nesterov=True, weight_decay=5e-5, schedule="linear", warmup=0.2,
-        train_subset=4000, val_subset=2000, bn_recalibration=512, crop_padding=0, flip=False, final_test=False,
-    ),
-}
-
-
-def preset(name: str, **changes: Any) -> TrainConfig:
-    """The named preset (`paper` or `proxy`) with `changes` applied."""
-    if name not in PRESETS:
-        raise BsnasError(f"--preset {name!r} is not one of {', '.join(PRESETS)}.")
-    return dataclasses.replace(PRESETS[name], **changes)
-
 
 @dataclass(frozen=True)
 class BatchReport:
@@ -256,19 +149,6 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
             break
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An inference copy of `model` (put in eval mode) with every BatchNorm that follows a convolution folded into it.
-
-    Same outputs up to float rounding, one memory pass fewer per folded BatchNorm (`benchmarks/bench_train.py
-    evaluate`). A model torch.fx cannot trace (control flow on tensor values) is returned as it is.
-    """
-    model.eval()
-    try:
-        return fuse_conv_bn(model)
-    except (TraceError, RuntimeError, TypeError):  # what symbolic tracing raises on untraceable Python
-        return model
 
 
 @torch.inference_mode()

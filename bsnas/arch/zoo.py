@@ -1,7 +1,8 @@
 """The published BSConv model zoo, each model generated as an ArchSpec from its name.
 
-`GRAMMAR` below lists the valid names. `[cifar_]` selects the CIFAR form (32x32 input, stem stride 1,
-10 classes by default); without it the ImageNet form (224x224, standard strides, 1000 classes).
+`GRAMMAR` below lists the valid names. `[cifar_]` selects the CIFAR form (stem stride 1; designed for 32x32
+input and 10 classes); without it the ImageNet form (standard strides; 224x224, 1000 classes). Like timm's
+pretrained configs, every name carries these defaults (`default_input`), and its spec records them.
 `w<N>d<D>` is the width multiplier N/D (w1, w3d4, w1d2, w7d20); `_pfd` applies padding-free
 downsampling (stem block and max-pool branches at stride-2 blocks).
 """
@@ -13,10 +14,12 @@ import re
 from fractions import Fraction
 from pathlib import Path
 
+from bsnas.arch.files import load_spec
+from bsnas.arch.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
 from bsnas.errors import BsnasError
-from bsnas.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec, load_spec
 
-__all__ = ["GRAMMAR", "get_spec", "create_model", "list_models", "resolve_spec", "scale_channels", "zoo_family"]
+__all__ = ["GRAMMAR", "DefaultInput", "default_input", "get_spec", "create_model", "list_models", "resolve_spec",
+           "scale_channels", "zoo_family"]
 
 GRAMMAR = """\
     [cifar_]mobilenetv1_w<N>[d<D>][_bsconvu][_pfd]
@@ -35,6 +38,17 @@ _RESNET = re.compile(
     r"(?P<pfd>_pfd)?$")
 
 _CIFAR_ALPHA, _IMAGENET_ALPHA = 0.01, 0.1  # orthonormal-loss weight of the paper
+
+
+@dataclasses.dataclass(frozen=True)
+class DefaultInput:
+    """What a zoo model was designed for: image size (square) and classes."""
+
+    image_size: int
+    num_classes: int
+
+
+_CIFAR_INPUT, _IMAGENET_INPUT = DefaultInput(32, 10), DefaultInput(224, 1000)
 
 # MobileNet tables: per stage (out_channels, mid_channels) of each unit, stage strides (CIFAR, ImageNet).
 _V1_STAGES = [[64], [128, 128], [256, 256], [512] * 6, [1024, 1024]]
@@ -138,8 +152,16 @@ def _bsconv_layer(layer, variant: str, p: float | None):
     return dataclasses.replace(layer, op="bsconv_s", p=p, inner_bn=True)
 
 
-def get_spec(name: str, num_classes: int | None = None, in_channels: int = 3) -> ArchSpec:
-    """The ArchSpec of a zoo model; `num_classes` defaults to 10 (CIFAR forms) or 1000 (ImageNet forms)."""
+def default_input(name: str) -> DefaultInput:
+    """The input size and classes a zoo name was designed for (32x32 and 10 for CIFAR forms, else 224x224 and
+    1000); an unknown name is a BsnasError showing the grammar."""
+    return _CIFAR_INPUT if get_spec(name).image_size == 32 else _IMAGENET_INPUT
+
+
+def get_spec(name: str, num_classes: int | None = None, in_channels: int = 3,
+             image_size: int | None = None) -> ArchSpec:
+    """The ArchSpec of a zoo model; `num_classes` and `image_size` default to what the name was designed for
+    (`default_input`): 10 classes at 32x32 for CIFAR forms, 1000 at 224x224 for ImageNet forms."""
     alpha = 0.0
     if match := _MOBILENET.match(name):
         num, den = int(match["num"]), int(match["den"] or 1)
@@ -174,15 +196,16 @@ def get_spec(name: str, num_classes: int | None = None, in_channels: int = 3) ->
             stem, blocks = _padding_free(stem, blocks)
     else:
         raise BsnasError(f"unknown model name {name!r}; valid names follow this grammar:\n{GRAMMAR}")
-    if num_classes is None:
-        num_classes = 10 if cifar else 1000
-    return ArchSpec(name=name, stem=stem, blocks=tuple(blocks), head=head, num_classes=num_classes,
-                    in_channels=in_channels, alpha=alpha)
+    defaults = _CIFAR_INPUT if cifar else _IMAGENET_INPUT
+    return ArchSpec(name=name, stem=stem, blocks=tuple(blocks), head=head,
+                    num_classes=defaults.num_classes if num_classes is None else num_classes,
+                    in_channels=in_channels, image_size=defaults.image_size if image_size is None else image_size,
+                    alpha=alpha)
 
 
 def create_model(name: str, num_classes: int | None = None, in_channels: int = 3):
     """Build a zoo model (timm-style `create_model`) through its ArchSpec."""
-    from bsnas.build import build_model
+    from bsnas.nn.build import build_model
 
     return build_model(get_spec(name, num_classes, in_channels))
 
@@ -205,7 +228,7 @@ def list_models(pattern: str | None = None) -> list[str]:
                     for pfd in ("", "_pfd"):
                         names.append(f"{prefix}mobilenet{version}_{w}{v}{pfd}")
     resnet_variants = ("", "_bsconvu", "_bsconvs_p1d4")
-    names += [f"cifar_resnet{d}{v}" for d in _RESNET_UNITS for v in resnet_variants]
+    names += [f"cifar_resnet{d}{v}{pfd}" for d in _RESNET_UNITS for v in resnet_variants for pfd in ("", "_pfd")]
     names += [f"cifar_wrn{d}_{k}{v}" for d in _WRN_UNITS for k in (1, 2, 3, 4, 6, 8, 10, 12)
               for v in resnet_variants]
     names += [f"resnet{d}{v}" for d in _IMAGENET_RESNET_UNITS for v in resnet_variants]
@@ -218,11 +241,15 @@ def list_models(pattern: str | None = None) -> list[str]:
     return names
 
 
-def resolve_spec(name_or_path: str, num_classes: int | None = None, in_channels: int | None = None) -> ArchSpec:
-    """A zoo name or a spec YAML path to an ArchSpec; `num_classes`/`in_channels` override when given."""
+def resolve_spec(name_or_path: str, num_classes: int | None = None, in_channels: int | None = None,
+                 image_size: int | None = None) -> ArchSpec:
+    """A zoo name or a spec YAML path to an ArchSpec; `num_classes`, `in_channels`, `image_size` override when
+    given (a changed input or class count changes the architecture's parameters or FLOPs)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         spec = load_spec(path)
-        changes = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels)) if v is not None}
-        return dataclasses.replace(spec, **changes) if changes else spec
-    return get_spec(name_or_path, num_classes, 3 if in_channels is None else in_channels)
+    else:
+        spec = get_spec(name_or_path)
+    changes = {key: value for key, value in (("num_classes", num_classes), ("in_channels", in_channels),
+                                             ("image_size", image_size)) if value is not None}
+    return dataclasses.replace(spec, **changes) if changes else spec

@@ -19,11 +19,14 @@ import torch
 import yaml
 from torch import nn
 
-from bsnas.build import build_model
-from bsnas.data import DataConfig
+from bsnas.arch.files import save_spec
+from bsnas.arch.spec import ArchSpec, spec_to_dict
+from bsnas.arch.validate import spec_from_dict
 from bsnas.errors import BsnasError
-from bsnas.spec import ArchSpec, save_spec, spec_from_dict, spec_to_dict
-from bsnas.train import EpochMetrics, TrainConfig, TrainResult
+from bsnas.nn.build import build_model
+from bsnas.train.config import TrainConfig
+from bsnas.train.data import DataConfig
+from bsnas.train.loop import EpochMetrics, TrainResult
 
 __all__ = ["CHECKPOINT_FORMAT", "RunDir", "load_checkpoint", "load_model", "save_checkpoint", "train_in_run_dir"]
 
@@ -127,8 +130,8 @@ def train_in_run_dir(run_dir: RunDir, spec: ArchSpec, config: TrainConfig, data,
 
     Shows the progress bar (or plain lines) unless `quiet`; `run_dir.start` must have been called for a new run.
     """
-    from bsnas.progress import TrainProgress
-    from bsnas.train import train
+    from bsnas.train.loop import train
+    from bsnas.train.progress import TrainProgress
 
     torch.manual_seed(config.seed)
     model = build_model(spec)

@@ -1,6 +1,6 @@
 """Convert an existing model (e.g. a torchvision ResNet or VGG) to BSConv: `replace(model, "bsconv_u")`.
 
-Rules (DESIGN.md, Layers): only plain `nn.Conv2d` with groups 1 and a 3x3 or 5x5 kernel are replaced,
+Rules of the reference design: only plain `nn.Conv2d` with groups 1 and a 3x3 or 5x5 kernel are replaced,
 the first layer too; 1x1, 7x7, grouped and depthwise convolutions (and `nn.Conv2d` subclasses) are kept.
 Stride, padding, dilation, padding mode and the bias carry over to BSConv's depthwise conv, so output
 shapes are unchanged; device, dtype and train/eval mode follow the replaced conv. The new layers are
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from bsnas.errors import BsnasError
-from bsnas.layers import create_conv
+from bsnas.nn.layers import create_conv
 
 __all__ = ["KINDS", "ReplaceResult", "replace"]
 

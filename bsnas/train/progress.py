@@ -1,6 +1,6 @@
 """Training progress for people: a rich progress bar on a terminal, plain lines otherwise.
 
-`TrainProgress` plugs into `bsnas.train.train` as `on_batch` and `on_epoch` callbacks. It writes to
+`TrainProgress` plugs into `bsnas.train.loop.train` as `on_batch` and `on_epoch` callbacks. It writes to
 stderr, so stdout stays free for results (`--json`). It reads the device-side running sums at most
 every `refresh_s` seconds, so it adds no device sync per step.
 """
@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from bsnas.train import BatchReport, EpochMetrics
+from bsnas.train.loop import BatchReport, EpochMetrics
 
 __all__ = ["TrainProgress", "format_epoch"]
 

@@ -1,0 +1,57 @@
+"""Reading and writing YAML files of bsnas (architectures, search spaces), defensively.
+
+Files are read with `yaml.safe_load` only, after checks that keep hostile input cheap: at most
+`MAX_YAML_BYTES`, UTF-8 text, no aliases (a few lines of nested aliases expand to gigabytes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bsnas.arch.spec import ArchSpec, spec_to_yaml
+from bsnas.arch.validate import spec_from_dict
+from bsnas.errors import BsnasError
+
+__all__ = ["MAX_YAML_BYTES", "read_yaml", "load_spec", "save_spec"]
+
+MAX_YAML_BYTES = 1 << 20
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """`yaml.safe_load` of a file; anything unreadable is a BsnasError naming the file and `what` it is."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise BsnasError(f"{path}: {path.stat().st_size:,} bytes is too large for a {what} file "
+                             f"(at most {MAX_YAML_BYTES:,}).")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise BsnasError(f"{path}: cannot read the {what} file ({error.strerror}).") from None
+    except UnicodeDecodeError:
+        raise BsnasError(f"{path}: not UTF-8 text; a {what} file is a YAML mapping.") from None
+    try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
+            raise BsnasError(f"{path}: YAML aliases (*name) are not allowed in a {what} file; write the values out.")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise BsnasError(f"{path}: not valid YAML{where}; a {what} file is a YAML mapping.") from None
+    except RecursionError:
+        raise BsnasError(f"{path}: nested too deeply to be a {what} file.") from None
+
+
+def load_spec(path: str | Path) -> ArchSpec:
+    """Read and validate a spec YAML file; errors name the file and the field."""
+    return spec_from_dict(read_yaml(path, "architecture"), source=str(path))
+
+
+def save_spec(spec: ArchSpec, path: str | Path) -> Path:
+    """Write the spec as YAML to `path` (parents created) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(spec_to_yaml(spec))
+    return path

@@ -1,0 +1,103 @@
+"""`build_model(spec)`: the modules of a spec's plan, one module per plan node.
+
+The builder decides nothing: channels, kernels, strides, paddings, groups and the wiring come from
+`bsnas.arch.plan`, the same plan `bsnas.cost` sums, so the model always costs what the budget check said.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from bsnas.arch import plan as p
+from bsnas.arch.spec import ArchSpec
+from bsnas.nn import layers
+
+__all__ = ["Network", "build_model", "build_node"]
+
+# container role -> module class (the role names what it holds; the wiring is the container's)
+_ROLES = {
+    p.Seq: {"bsconv_u": layers.BSConvU, "bsconv_s": layers.BSConvS, "dsc": layers.DepthwiseSeparableConv,
+            "padding_free_stem": layers.PaddingFreeStem},
+    p.Sum: {"maxpool_branch": layers.MaxPoolBranch},
+    p.Concat: {},
+    p.Gate: {"se": layers.SqueezeExcite},
+}
+_CONTAINERS = {p.Seq: layers.Seq, p.Sum: layers.Sum, p.Concat: layers.Concat, p.Gate: layers.Gate}
+
+
+def _conv(node: p.Conv) -> nn.Conv2d:
+    if node.orthonormal:
+        return layers.OrthonormalConv1x1(node.in_channels, node.out_channels)
+    return nn.Conv2d(node.in_channels, node.out_channels, node.kernel_size, node.stride, node.padding, node.dilation,
+                     node.groups, node.bias)
+
+
+_LEAVES = {
+    p.Conv: _conv,
+    p.BatchNorm: lambda node: nn.BatchNorm2d(node.channels),
+    p.Act: lambda node: layers.create_act(node.kind),
+    p.MaxPool: lambda node: nn.MaxPool2d(node.kernel_size, node.stride, node.padding),
+    p.GlobalPool: lambda node: nn.AdaptiveAvgPool2d(1),
+    p.Flatten: lambda node: nn.Flatten(1),
+    p.Linear: lambda node: nn.Linear(node.in_features, node.out_features, node.bias),
+    p.Identity: lambda node: nn.Identity(),
+}
+
+
+def build_node(node: p.Node) -> nn.Module:
+    """The module of one plan node (and of everything inside it)."""
+    kind = type(node)
+    if kind in _LEAVES:
+        return _LEAVES[kind](node)
+    module = _ROLES[kind].get(node.role, _CONTAINERS[kind])
+    if kind is p.Gate:
+        return module(build_node(node.body))
+    children = node.children if kind is p.Seq else node.branches
+    return module(OrderedDict((name, build_node(child)) for name, child in children))
+
+
+class Network(nn.Module):
+    """A model built from an ArchSpec: input BN, stem, blocks, head, classifier.
+
+    `spec` is the ArchSpec it was built from and `alpha` the spec's orthonormal-loss weight.
+    """
+
+    def __init__(self, spec: ArchSpec):
+        super().__init__()
+        network = p.plan(spec)
+        self.spec = spec
+        self.alpha = spec.alpha
+        self.input_bn = build_node(network.input_bn)
+        self.stem = build_node(network.stem)
+        self.blocks = nn.Sequential(*(build_node(block) for block in network.blocks))
+        self.head = build_node(network.head)
+        self.classifier = build_node(network.classifier)
+        _init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the classifier."""
+        return self.head(self.blocks(self.stem(self.input_bn(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x))
+
+
+def _init_weights(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0, 0.01)
+            nn.init.zeros_(module.bias)
+
+
+def build_model(spec: ArchSpec, num_classes: int | None = None, in_channels: int | None = None) -> Network:
+    """Build the `torch.nn.Module` of a spec; `num_classes`/`in_channels` override the spec's."""
+    changes = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels)) if v is not None}
+    return Network(dataclasses.replace(spec, **changes) if changes else spec)

@@ -1,0 +1,31 @@
+"""Reports of a search: trials.csv, pareto/*.yaml, pareto.png and tables, written from the study alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bsnas.report.plots import plot_front
+from bsnas.report.trials import export_front, write_trials_csv
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["ReportPaths", "write_report"]
+
+
+@dataclass
+class ReportPaths:
+    csv: Path
+    pareto_dir: Path
+    plot: Path
+    exported: list[Path]
+
+
+def write_report(study: optuna.Study, run_dir: str | Path) -> ReportPaths:
+    """trials.csv, pareto/*.yaml and pareto.png under `run_dir`."""
+    run_dir = Path(run_dir)
+    return ReportPaths(csv=write_trials_csv(study, run_dir / "trials.csv"), pareto_dir=run_dir / "pareto",
+                       plot=plot_front(study, run_dir / "pareto.png"),
+                       exported=export_front(study, run_dir / "pareto"))

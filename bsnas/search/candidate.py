@@ -1,0 +1,89 @@
+"""A sampled architecture and its costs: counted from the plan (microseconds), shrunk into the budgets when the
+space allows, latency measured only when a budget or the objective asks for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bsnas.arch.cost import cost
+from bsnas.arch.plan import PlanError
+from bsnas.arch.spec import ArchSpec
+from bsnas.search.budget import Budget, format_cost
+from bsnas.search.config import COST_UNITS
+from bsnas.space.decode import SearchSpace
+
+__all__ = ["Candidate", "measure_candidate", "measure_latency_ms", "cost_value", "over_budget"]
+
+
+@dataclass
+class Candidate:
+    """A sampled architecture with its costs; `reason` says why it is infeasible (empty when feasible)."""
+
+    spec: ArchSpec
+    flops: int
+    params: int
+    latency_ms: float | None = None
+    width_multiplier: Any = None  # the width it was shrunk to, None when not shrunk
+    reason: str = ""
+
+    def cost(self, kind: str) -> float | None:
+        return {"flops": self.flops, "params": self.params, "latency": self.latency_ms}[kind]
+
+    @property
+    def feasible(self) -> bool:
+        return not self.reason
+
+
+def over_budget(candidate_costs: dict[str, float | None], budgets: tuple[Budget, ...]) -> str:
+    reasons = [f"{b.kind} {format_cost(b.kind, candidate_costs[b.kind])} > {b}" for b in budgets
+               if candidate_costs.get(b.kind) is not None and candidate_costs[b.kind] > b.limit]
+    return "; ".join(reasons)
+
+
+def measure_latency_ms(spec: ArchSpec, device: str = "cpu") -> float:
+    """Median forward time of one image (batch 1, eval mode) with this process's torch threads."""
+    import torch
+
+    from bsnas.nn.build import build_model
+    from bsnas.nn.profile import measure_latency
+
+    model = build_model(spec)
+    result = measure_latency(model, spec.input_size, 1, device if device != "auto" else "cpu",
+                             threads=torch.get_num_threads(), warmup=3, repeats=15)
+    return result.median_ms
+
+
+def measure_candidate(space: SearchSpace, spec: ArchSpec, params: dict[str, Any], budgets: tuple[Budget, ...],
+                      need_latency: bool = False, device: str = "cpu", fit: bool = True) -> Candidate:
+    """Cost the spec (at its input size); shrink its width into the FLOPs/parameter budgets when `fit` and the
+    space allows it. A spec whose feature map runs out at this input size is infeasible with that reason."""
+    try:
+        flops, n_params = cost(spec)
+    except PlanError as error:
+        return Candidate(spec, 0, 0, reason=f"not a network at {spec.image_size}x{spec.image_size}: {error}")
+    static = tuple(b for b in budgets if b.kind != "latency")
+    candidate = Candidate(spec, flops, n_params)
+    if over_budget({"flops": flops, "params": n_params}, static) and fit:
+        widths = space.model["width_multiplier"]
+        sampled = params.get("width_multiplier", widths.values[0] if widths.values else None)
+        if widths.values is not None and len(widths.values) > 1:
+            smaller = sorted((w for w in widths.values if w < sampled), reverse=True)
+            for width in smaller:
+                shrunk = space.spec_from_params(params, width_multiplier=width)
+                flops, n_params = cost(shrunk)
+                if not over_budget({"flops": flops, "params": n_params}, static):
+                    candidate = Candidate(shrunk, flops, n_params, width_multiplier=width)
+                    break
+    candidate.reason = over_budget({"flops": candidate.flops, "params": candidate.params}, static)
+    if not candidate.reason and need_latency:
+        candidate.latency_ms = measure_latency_ms(candidate.spec, device)
+        candidate.reason = over_budget({"latency": candidate.latency_ms}, budgets)
+    return candidate
+
+
+def cost_value(kind: str, value: float) -> float:
+    """The objective value of a cost: MFLOPs, Mparams or ms."""
+    return value * COST_UNITS[kind][1]
+
+
