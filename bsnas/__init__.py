@@ -12,10 +12,10 @@ from bsnas.arch.cost import Cost, cost
 from bsnas.arch.files import load_spec, save_spec
 from bsnas.arch.plan import plan
 from bsnas.arch.spec import ArchSpec
-from bsnas.arch.zoo import create_model, get_spec, list_models
+from bsnas.arch.zoo import get_spec, list_models
 from bsnas.errors import BsnasError
-from bsnas.nn.build import build_model
-from bsnas.nn.layers import create_conv, reg_loss
+from bsnas.nn.build import build_model, create_conv, create_model
+from bsnas.nn.layers import reg_loss
 from bsnas.nn.profile import profile
 from bsnas.nn.replace import ReplaceResult, replace
 from bsnas.search.budget import Budget, parse_budget

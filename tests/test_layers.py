@@ -9,7 +9,7 @@ from torch import nn
 
 from bsnas.arch.plan import bsconv_s_mid_channels, plan_stem
 from bsnas.arch.spec import StemSpec
-from bsnas.nn.build import build_node
+from bsnas.nn.build import build_node, create_conv
 from bsnas.nn.layers import (
     BSConvS,
     BSConvU,
@@ -17,7 +17,6 @@ from bsnas.nn.layers import (
     OrthonormalConv1x1,
     PaddingFreeStem,
     create_act,
-    create_conv,
     has_reg_loss,
     orthonormal_loss,
     reg_loss,
@@ -159,7 +158,7 @@ def test_padding_free_stem_parameters_and_shape():
 
 def test_activations_that_would_clone_their_input_are_not_in_place():
     """In-place ReLU6/Hardswish/Hardsigmoid copy their input for autograd; only ReLU is cheaper in place."""
-    from bsnas.arch.zoo import create_model
+    from bsnas.nn.build import create_model
 
     model = create_model("cifar_mobilenetv3_small_w1d2", num_classes=10)
     kinds = {type(m): m.inplace for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6, nn.Hardswish,

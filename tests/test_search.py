@@ -20,6 +20,7 @@ from bsnas.search.objective import make_objective
 from bsnas.search.study import count_trials, create_study, enqueue_zoo
 from bsnas.search.workers import run_search
 from bsnas.space import load_space
+from bsnas.space.invert import params_of
 
 SYNTHETIC = (3, 16, 10)  # make_synthetic's default data: channels, image size, classes
 
@@ -72,7 +73,7 @@ def test_candidates_are_shrunk_into_the_budget(tmp_path, space):
     local = space.for_data(*SYNTHETIC)
     study = create_study(_config(tmp_path, budget="8MFLOPs"), local)
     objective = make_objective(local, (parse_budget("8MFLOPs"),), "flops", FakeTrainer())
-    params = local.params_of(get_spec("cifar_mobilenetv2_w1", 10, 3, 16))  # 23 MFLOPs at 3x16x16
+    params = params_of(local, get_spec("cifar_mobilenetv2_w1", 10, 3, 16))  # 23 MFLOPs at 3x16x16
     assert params["width_multiplier"] == 1.0
     study.enqueue_trial(params)
     study.optimize(objective, n_trials=1)
@@ -86,7 +87,7 @@ def test_duplicates_are_not_trained_twice(tmp_path, space):
     trainer = FakeTrainer()
     local = space.for_data(*SYNTHETIC)
     study = create_study(_config(tmp_path, budget="50MFLOPs"), local)
-    params = local.params_of(get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16))
+    params = params_of(local, get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16))
     for _ in range(3):
         study.enqueue_trial(params)
     study.optimize(make_objective(local, (parse_budget("50MFLOPs"),), "flops", trainer), n_trials=3)
@@ -106,7 +107,7 @@ def test_warm_start_enqueues_fitting_zoo_models_first(tmp_path, space):
     local = space.for_data(*SYNTHETIC)
     for name in result.enqueued:
         assert cost(get_spec(name, 10, 3, 16)).flops <= 1e6
-        assert local.params_of(get_spec(name, 10, 3, 16)) is not None
+        assert params_of(local, get_spec(name, 10, 3, 16)) is not None
     first = result.study.trials[0]
     assert first.user_attrs["zoo"] == result.enqueued[0] and trial_spec(first).name == result.enqueued[0]
     # resuming does not enqueue them again

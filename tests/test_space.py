@@ -15,6 +15,7 @@ from bsnas.arch.zoo import get_spec, list_models
 from bsnas.errors import BsnasError
 from bsnas.nn.build import build_model
 from bsnas.space import load_space, space_from_dict, space_size
+from bsnas.space.invert import params_of
 
 MOBILENET = "search_spaces/mobilenet.yaml"
 RESNET = "search_spaces/resnet.yaml"
@@ -53,7 +54,7 @@ def test_shipped_spaces_load_with_sizes():
                          + _zoo(r"^cifar_mobilenetv3_(small|large)_w(3d4|7d20)(_bsconvs_p1d6)?(_pfd)?$"))
 def test_zoo_mobilenets_are_points(mobilenet, name):
     spec = get_spec(name, 10, 1, 28)
-    params = mobilenet.params_of(spec)
+    params = params_of(mobilenet, spec)
     assert params is not None
     again = mobilenet.spec_from_params(params)
     assert spec_hash(again) == spec_hash(spec)
@@ -65,17 +66,17 @@ def test_zoo_mobilenets_are_points(mobilenet, name):
 def test_zoo_resnets_are_points(name):
     space = load_space(RESNET).for_data(3, 32, 10)
     spec = get_spec(name)
-    params = space.params_of(spec)
+    params = params_of(space, spec)
     assert params is not None and spec_hash(space.spec_from_params(params)) == spec_hash(spec)
 
 
 def test_non_points_are_rejected(mobilenet):
-    assert mobilenet.params_of(get_spec("cifar_resnet20", 10, 1, 28)) is None
+    assert params_of(mobilenet, get_spec("cifar_resnet20", 10, 1, 28)) is None
     spec = get_spec("cifar_mobilenetv2_w1d4", 10, 1, 28)
     odd = dataclasses.replace(spec, blocks=(dataclasses.replace(spec.blocks[0], out_channels=7), *spec.blocks[1:]))
-    assert mobilenet.params_of(odd) is None
-    assert mobilenet.params_of(get_spec("cifar_mobilenetv2_w1d4", 10, 3, 28)) is None  # not for these channels
-    assert mobilenet.params_of(get_spec("cifar_mobilenetv2_w1d4", 10, 1, 32)) is None  # nor for this image size
+    assert params_of(mobilenet, odd) is None
+    assert params_of(mobilenet, get_spec("cifar_mobilenetv2_w1d4", 10, 3, 28)) is None  # not for these channels
+    assert params_of(mobilenet, get_spec("cifar_mobilenetv2_w1d4", 10, 1, 32)) is None  # nor for this image size
 
 
 def test_random_points_are_valid_specs_that_build(mobilenet):

@@ -18,7 +18,7 @@ from bsnas.arch.files import load_spec
 from bsnas.arch.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
 from bsnas.errors import BsnasError
 
-__all__ = ["GRAMMAR", "DefaultInput", "default_input", "get_spec", "create_model", "list_models", "resolve_spec",
+__all__ = ["GRAMMAR", "DefaultInput", "default_input", "get_spec", "list_models", "resolve_spec",
            "scale_channels", "zoo_family"]
 
 GRAMMAR = """\
@@ -201,13 +201,6 @@ def get_spec(name: str, num_classes: int | None = None, in_channels: int = 3,
                     num_classes=defaults.num_classes if num_classes is None else num_classes,
                     in_channels=in_channels, image_size=defaults.image_size if image_size is None else image_size,
                     alpha=alpha)
-
-
-def create_model(name: str, num_classes: int | None = None, in_channels: int = 3):
-    """Build a zoo model (timm-style `create_model`) through its ArchSpec."""
-    from bsnas.nn.build import build_model
-
-    return build_model(get_spec(name, num_classes, in_channels))
 
 
 def zoo_family(name: str) -> str:

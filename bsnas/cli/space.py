@@ -13,6 +13,7 @@ from bsnas.cli.profile import parse_input_size
 from bsnas.errors import BsnasError
 from bsnas.report.tables import table_console
 from bsnas.search.budget import format_cost
+from bsnas.space.invert import params_of
 from bsnas.space.load import resolve_space
 from bsnas.space.summary import extreme_point, smallest_cost, space_size
 
@@ -47,7 +48,7 @@ def summarize_space(path: str, input_size: tuple[int, int, int], num_classes: in
         for name in list_models("^cifar_"):
             if zoo_family(name) == space.family:
                 spec = get_spec(name, num_classes, input_size[0], input_size[1])
-                if space.params_of(spec) is not None:
+                if params_of(space, spec) is not None:
                     zoo.append({"name": name, "flops": cost(spec).flops})
     size = space_size(space)
     return {

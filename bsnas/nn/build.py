@@ -2,6 +2,14 @@
 
 The builder decides nothing: channels, kernels, strides, paddings, groups and the wiring come from
 `bsnas.arch.plan`, the same plan `bsnas.cost` sums, so the model always costs what the budget check said.
+`create_model(name)` builds a zoo model (timm style), `create_conv(kind, ...)` one operator layer
+(timm `create_conv2d` style):
+
+- `regular`:  k x k convolution.
+- `dsc`:      k x k depthwise, BN, activation, 1 x 1 pointwise (MobileNetV1 order).
+- `bsconv_u`: 1 x 1 pointwise M->N, optional BN, k x k depthwise on N channels (Haase & Amthor 2020).
+- `bsconv_s`: 1 x 1 pointwise M->M' (M' = min(M, max(min_mid_channels, ceil(p*M)))), optional BN,
+  1 x 1 pointwise M'->N, optional BN, k x k depthwise.
 """
 
 from __future__ import annotations
@@ -13,10 +21,12 @@ import torch
 from torch import nn
 
 from bsnas.arch import plan as p
+from bsnas.arch.plan import plan_operator
 from bsnas.arch.spec import ArchSpec
+from bsnas.arch.zoo import get_spec
 from bsnas.nn import layers
 
-__all__ = ["Network", "build_model", "build_node"]
+__all__ = ["Network", "build_model", "build_node", "create_conv", "create_model"]
 
 # container role -> module class (the role names what it holds; the wiring is the container's)
 _ROLES = {
@@ -101,3 +111,24 @@ def build_model(spec: ArchSpec, num_classes: int | None = None, in_channels: int
     """Build the `torch.nn.Module` of a spec; `num_classes`/`in_channels` override the spec's."""
     changes = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels)) if v is not None}
     return Network(dataclasses.replace(spec, **changes) if changes else spec)
+
+
+def create_model(name: str, num_classes: int | None = None, in_channels: int = 3) -> Network:
+    """Build a zoo model (timm-style `create_model`) through its ArchSpec."""
+    return build_model(get_spec(name, num_classes, in_channels))
+
+
+def create_conv(kind: str, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3,
+                stride: int | tuple[int, int] = 1, *, padding=None, dilation=1, bias: bool = False,
+                p: float | None = None, inner_bn: bool = False, min_mid_channels: int = 4,
+                act: str | None = "relu", padding_free: bool = False) -> nn.Module:
+    """The spatial operator `kind` (regular | dsc | bsconv_u | bsconv_s) with no BN/activation after it.
+
+    `p`, `inner_bn` and `min_mid_channels` configure BSConv-S (`inner_bn` BSConv-U too); `act` is the
+    activation inside DSC; `padding_free` gives stride-2 depthwise convs the padding-free padding (DSC gets
+    the max-pool branch too).
+    """
+    node, _, _ = plan_operator(kind, in_channels, out_channels, kernel_size, stride, padding=padding,
+                               dilation=dilation, bias=bias, p=p, inner_bn=inner_bn,
+                               min_mid_channels=min_mid_channels, act=act, padding_free=padding_free)
+    return build_node(node)

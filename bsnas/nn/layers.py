@@ -1,4 +1,4 @@
-"""The modules a plan is built from, and the operator factory `create_conv`.
+"""The modules a plan is built from.
 
 Leaves of a plan become torch's own layers (`nn.Conv2d`, `nn.BatchNorm2d`, ...) or `OrthonormalConv1x1`, the
 1 x 1 convolution whose weight W carries BSConv-S's orthonormal loss ||W W^T - I||_F. Containers become the
@@ -6,13 +6,7 @@ four wiring modules below, `Sequential`-like `Seq` and `Sum`, `Concat`, `Gate`, 
 of what it holds (`BSConvU`, `MaxPoolBranch`, `SqueezeExcite`, ...) so that a printed model reads like the
 paper. None of them decides a channel count, a padding or a shape: `bsnas.arch.plan` does.
 
-`create_conv(kind, ...)` plans one operator (timm `create_conv2d` style) and builds it:
-
-- `regular`:  k x k convolution.
-- `dsc`:      k x k depthwise, BN, activation, 1 x 1 pointwise (MobileNetV1 order).
-- `bsconv_u`: 1 x 1 pointwise M->N, optional BN, k x k depthwise on N channels (Haase & Amthor 2020).
-- `bsconv_s`: 1 x 1 pointwise M->M' (M' = min(M, max(min_mid_channels, ceil(p*M)))), optional BN,
-  1 x 1 pointwise M'->N, optional BN, k x k depthwise. `reg_loss(model, alpha)` sums the orthonormal losses.
+`reg_loss(model, alpha)` sums the orthonormal losses of any model.
 """
 
 from __future__ import annotations
@@ -22,12 +16,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from bsnas.arch.plan import plan_operator
-
 __all__ = [
-    "OPS",
     "create_act",
-    "create_conv",
     "Seq",
     "Sum",
     "Concat",
@@ -44,7 +34,6 @@ __all__ = [
     "has_reg_loss",
 ]
 
-OPS = ("regular", "dsc", "bsconv_u", "bsconv_s")
 # Only ReLU runs truly in place under autograd: in-place ReLU6, Hardswish and Hardsigmoid clone their input for
 # the backward pass: an extra copy of the largest activations in every training step.
 _ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "relu6": nn.ReLU6, "hswish": nn.Hardswish,
@@ -160,21 +149,3 @@ class PaddingFreeStem(Seq):
 
 class SqueezeExcite(Gate):
     """Squeeze-excitation (MobileNetV3): pool, 1x1 conv to channels//4, ReLU, 1x1 conv, hard-sigmoid, scale."""
-
-
-def create_conv(kind: str, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3,
-                stride: int | tuple[int, int] = 1, *, padding=None, dilation=1, bias: bool = False,
-                p: float | None = None, inner_bn: bool = False, min_mid_channels: int = 4,
-                act: str | None = "relu", padding_free: bool = False) -> nn.Module:
-    """The spatial operator `kind` (regular | dsc | bsconv_u | bsconv_s) with no BN/activation after it.
-
-    `p`, `inner_bn` and `min_mid_channels` configure BSConv-S (`inner_bn` BSConv-U too); `act` is the
-    activation inside DSC; `padding_free` gives stride-2 depthwise convs the padding-free padding (DSC gets
-    the max-pool branch too).
-    """
-    from bsnas.nn.build import build_node
-
-    node, _, _ = plan_operator(kind, in_channels, out_channels, kernel_size, stride, padding=padding,
-                               dilation=dilation, bias=bias, p=p, inner_bn=inner_bn,
-                               min_mid_channels=min_mid_channels, act=act, padding_free=padding_free)
-    return build_node(node)

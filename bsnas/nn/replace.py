@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from bsnas.errors import BsnasError
-from bsnas.nn.layers import create_conv
+from bsnas.nn.build import create_conv
 
 __all__ = ["KINDS", "ReplaceResult", "replace"]
 

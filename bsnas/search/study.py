@@ -21,6 +21,7 @@ from bsnas.search.candidate import over_budget
 from bsnas.search.config import COST_UNITS, SearchConfig
 from bsnas.search.storage import open_storage
 from bsnas.space.decode import SearchSpace
+from bsnas.space.invert import params_of
 
 __all__ = ["create_study", "load_study", "enqueue_zoo", "count_trials"]
 
@@ -95,7 +96,7 @@ def enqueue_zoo(study: optuna.Study, space: SearchSpace, budgets: tuple[Budget, 
         flops, n_params = cost(spec)
         if over_budget({"flops": flops, "params": n_params}, static):
             continue
-        params = space.params_of(spec)
+        params = params_of(space, spec)
         if params is None:
             continue
         names.append((flops, name, params))

@@ -246,12 +246,6 @@ class SearchSpace:
 
         return self.decode(choose), params
 
-    def params_of(self, spec: ArchSpec) -> dict[str, Any] | None:
-        """The parameters that sample exactly `spec` (its name aside), or None when it is no point of the space."""
-        from bsnas.space.invert import params_of
-
-        return params_of(self, spec)
-
     def decode(self, choose: Callable[[str, Choice, dict], Any], width_multiplier: Any = None,
                check: Callable[[str, Any], None] | None = None) -> ArchSpec:
         """Walk the space in its fixed order, asking `choose(name, choice, hint)` for every non-fixed field.
