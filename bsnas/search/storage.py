@@ -1,9 +1,15 @@
 """The study's Optuna storage: Optuna's own `RDBStorage` (SQLite by default, PostgreSQL for many machines) with
 heartbeats, so that a dead worker's trial is failed and retried.
 
-bsnas once batched a running trial's writes into one transaction through Optuna's private RDB models (42 -> 15 ms
-per rejected candidate on SQLite); a real search trains every feasible candidate for 5-30 s, so the saving was
-under 1 % of its time, while the private models could change with any Optuna release. The stock storage is used.
+Why this storage. Several worker processes share one study, and a killed worker must lose at most its own
+trial. Optuna's RDB storage has heartbeats and the retry of stale trials (its JournalStorage has neither), so one
+storage class serves one machine (SQLite, made safe for several processes by `BEGIN IMMEDIATE`, see
+`_serialized_sqlite`) and many machines (PostgreSQL, whose row locks already serialize). bsnas once batched a
+running trial's writes through Optuna's private RDB models (42 -> 15 ms per rejected candidate on SQLite); a
+real search trains every feasible candidate for 5-30 s, so the saving was under 1 % of its time, while the
+private models could change with any Optuna release: the stock storage is used.
+
+Storage URLs may hold passwords: `redact_url` is what bsnas prints and stores.
 """
 
 from __future__ import annotations
@@ -16,14 +22,25 @@ from optuna.storages import RDBStorage
 
 from bsnas.errors import BsnasError
 
-__all__ = ["HEARTBEAT_S", "GRACE_S", "open_storage"]
+__all__ = ["HEARTBEAT_S", "open_storage", "redact_url"]
 
-HEARTBEAT_S = 10  # a worker's running trial is failed (and retried once) 60 s after its last heartbeat
-GRACE_S = 60
+HEARTBEAT_S = 10.0  # a worker beats every 10 s; its trial is failed (and retried once) after 6 missed beats
 
 
-def open_storage(url: str) -> RDBStorage:
-    """The storage at an Optuna RDB URL, with heartbeats (a dead worker's trial is retried once)."""
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for messages and stored settings."""
+    try:
+        import sqlalchemy
+
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception:  # not a URL sqlalchemy can parse: show only its scheme
+        return url.split(":", 1)[0] + ":***" if ":" in url else "***"
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+def open_storage(url: str, heartbeat_s: float = HEARTBEAT_S) -> RDBStorage:
+    """The storage at an Optuna RDB URL, with heartbeats every `heartbeat_s` (a trial whose worker missed six
+    beats is failed and retried once)."""
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
@@ -31,31 +48,57 @@ def open_storage(url: str) -> RDBStorage:
         with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental" since Optuna 2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = RDBStorage(
-                url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                url, heartbeat_interval=max(1, round(heartbeat_s)), grace_period=max(2, round(6 * heartbeat_s)),
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
                 **kwargs)
         if url.startswith("sqlite"):
-            _fast_sqlite(storage.engine)
+            _serialized_sqlite(storage.engine)
         return storage
-    except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as error:
-        raise BsnasError(f"--storage {url!r}: cannot open this Optuna storage ({error}).") from None
-    except Exception as error:  # sqlalchemy raises its own types for bad URLs and unreachable servers
-        raise BsnasError(f"--storage {url!r}: cannot open this Optuna storage ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0]}).") from None
+    except ImportError:
+        extra = "; install it with pip install 'bsnas[postgresql]'" if url.startswith("postgres") else ""
+        raise BsnasError(f"--storage {redact_url(url)}: the database driver for this URL is missing{extra}.") from None
+    except Exception as error:  # sqlalchemy and the drivers raise their own types for bad URLs and servers
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if url != redact_url(url):
+            message = message.replace(url, redact_url(url))
+        raise BsnasError(f"--storage {redact_url(url)}: cannot open this Optuna storage "
+                         f"({type(error).__name__}: {_without_secrets(message, url)}).") from None
 
 
-def _fast_sqlite(engine) -> None:
-    """WAL journal and synchronous=NORMAL: commits no longer wait for the disk (~20x faster).
+def _without_secrets(message: str, url: str) -> str:
+    """A driver's message with the URL's password removed, wherever it appears."""
+    try:
+        import sqlalchemy
 
-    Safe for many processes on one machine; a power cut may lose the last commits, never corrupt the file.
+        password = sqlalchemy.engine.make_url(url).password
+    except Exception:
+        return message
+    return message.replace(password, "***") if password else message
+
+
+def _serialized_sqlite(engine) -> None:
+    """Make SQLite safe for several worker processes: every transaction starts with `BEGIN IMMEDIATE`.
+
+    Python's sqlite3 driver opens a transaction only at the first write, so Optuna's read-check-write steps
+    (take a WAITING trial, fail a stale one) read outside any transaction and two processes could both see a
+    trial WAITING and both take it (tests/test_storage.py reproduces it: 7-12 of 60 enqueued trials taken twice by
+    four processes). With `BEGIN IMMEDIATE` each transaction holds the write lock from its first read; the
+    others wait for it (up to the 120 s busy timeout). The journal is WAL with synchronous=NORMAL: readers do
+    not block the writer and commits do not wait for the disk; a power cut may lose the last commits, never
+    corrupt the file.
     """
     import sqlalchemy
 
     def on_connect(connection, _record) -> None:
+        connection.isolation_level = None  # no implicit BEGIN from the driver: SQLAlchemy's begin below
         cursor = connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    def on_begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
     sqlalchemy.event.listen(engine, "connect", on_connect)
-    engine.dispose()  # connections opened while creating the tables do not have the pragmas
+    sqlalchemy.event.listen(engine, "begin", on_begin)
+    engine.dispose()  # connections opened while creating the tables have neither

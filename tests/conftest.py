@@ -1,0 +1,82 @@
+"""Shared fixtures: a PostgreSQL server of the test session's own, and the storages to run search tests on."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+POSTGRES_ENV = "BSNAS_TEST_POSTGRES"  # a URL to use instead of starting a server
+
+
+def _postgres_bindir() -> Path | None:
+    for candidate in (shutil.which("pg_ctl"), *sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)):
+        if candidate and Path(candidate).resolve().parent.joinpath("initdb").exists():
+            return Path(candidate).resolve().parent
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL database for the session: $BSNAS_TEST_POSTGRES, or a server started here on a Unix socket
+    (Debian's `postgresql`; as root it runs as the `postgres` user). Skipped, saying why, when neither exists."""
+    if os.environ.get(POSTGRES_ENV):
+        yield os.environ[POSTGRES_ENV]
+        return
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed (pip install 'bsnas[postgresql]')")
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server here: apt-get install postgresql, or set BSNAS_TEST_POSTGRES to a URL")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        if shutil.which("runuser") is None:
+            pytest.skip("PostgreSQL cannot run as root and runuser is missing")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="bsnas-pg-"))
+    root.chmod(0o777)
+    data, socket = root / "data", root / "socket"
+    for folder in (data, socket):
+        folder.mkdir()
+        if as_user:
+            shutil.chown(folder, "postgres")
+    port = str(50000 + os.getpid() % 10000)
+
+    def run(*argv: str) -> None:
+        subprocess.run([*as_user, *argv], check=True, capture_output=True, timeout=120)
+
+    try:
+        run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
+            f"-k {socket} -c listen_addresses='' -p {port} -c max_connections=200", "start")
+        run(str(bindir / "createdb"), "-h", str(socket), "-p", port, "-U", "postgres", "bsnas")
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"PostgreSQL could not start here: {error}")
+    try:
+        yield f"postgresql://postgres@/bsnas?host={socket}&port={port}"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    """A fresh storage URL: an SQLite file, or a new database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    server = request.getfixturevalue("postgres_url")
+    import sqlalchemy
+
+    name = f"t{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**8}"
+    engine = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    engine.dispose()
+    return sqlalchemy.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
