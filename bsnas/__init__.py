@@ -1,5 +1,7 @@
 """bsnas: search efficient CNNs built from blueprint separable convolutions (BSConv).
 
+`bsnas.train` is the training sub-package (its loop: `bsnas.train.train`).
+
 The data flow, one sub-package per step: `arch` (architectures as data: specs, zoo, plan, cost; no torch) ->
 `nn` (modules built from the plan, profiling, BatchNorm folding, BSConv converters) -> `train` (data in memory,
 the training loop, run directories) -> `space` (search spaces decoded into specs) -> `search` (budgets, the
@@ -23,7 +25,7 @@ from bsnas.space.decode import SearchSpace
 from bsnas.space.load import load_space
 from bsnas.train.config import TrainConfig
 from bsnas.train.data import DataConfig, load_data
-from bsnas.train.loop import TrainResult, train
+from bsnas.train.loop import TrainResult
 from bsnas.train.rundir import load_model
 
 __all__ = [
@@ -52,6 +54,5 @@ __all__ = [
     "reg_loss",
     "replace",
     "save_spec",
-    "train",
 ]
 __version__ = "0.1.0"

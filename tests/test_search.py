@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import optuna
 import pytest
 
@@ -11,13 +14,12 @@ from bsnas.arch.spec import spec_hash
 from bsnas.arch.zoo import get_spec
 from bsnas.errors import BsnasError
 from bsnas.report.trials import export_front, write_trials_csv
-from bsnas.search import storage
 from bsnas.search.budget import parse_budget
 from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation
 from bsnas.search.front import knee_index, pareto_trials, pick_trial, trial_spec
 from bsnas.search.objective import make_objective
-from bsnas.search.study import count_trials, create_study, enqueue_zoo
+from bsnas.search.study import count_trials, create_study, zoo_slots
 from bsnas.search.workers import run_search
 from bsnas.space import load_space
 from bsnas.space.invert import params_of
@@ -65,6 +67,10 @@ def test_infeasible_candidates_are_never_trained(tmp_path, space):
         assert trial.constraints["flops"] > 0 and trial.values[0] == 0.0
     for spec in trainer.specs:
         assert cost(spec).flops <= 300e3
+    import torch
+
+    assert {(t.user_attrs["seed"], t.user_attrs["threads"], t.user_attrs["torch"]) for t in trials} == {
+        (0, 1, torch.__version__)}  # what a trial's score depends on is recorded
     assert all(t.constraints["flops"] <= 0 for t in trained)
     assert all(t.user_attrs["status"] != "infeasible" for t in pareto_trials(result.study))
 
@@ -72,7 +78,7 @@ def test_infeasible_candidates_are_never_trained(tmp_path, space):
 def test_candidates_are_shrunk_into_the_budget(tmp_path, space):
     local = space.for_data(*SYNTHETIC)
     study = create_study(_config(tmp_path, budget="8MFLOPs"), local)
-    objective = make_objective(local, (parse_budget("8MFLOPs"),), "flops", FakeTrainer())
+    objective = make_objective(local, (parse_budget("8MFLOPs"),), "flops", FakeTrainer(), slotted=False)
     params = params_of(local, get_spec("cifar_mobilenetv2_w1", 10, 3, 16))  # 23 MFLOPs at 3x16x16
     assert params["width_multiplier"] == 1.0
     study.enqueue_trial(params)
@@ -90,7 +96,7 @@ def test_duplicates_are_not_trained_twice(tmp_path, space):
     params = params_of(local, get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16))
     for _ in range(3):
         study.enqueue_trial(params)
-    study.optimize(make_objective(local, (parse_budget("50MFLOPs"),), "flops", trainer), n_trials=3)
+    study.optimize(make_objective(local, (parse_budget("50MFLOPs"),), "flops", trainer, slotted=False), n_trials=3)
     statuses = [t.user_attrs["status"] for t in study.trials]
     assert statuses == ["trained", "duplicate", "duplicate"]
     assert len(trainer.specs) == 1
@@ -110,8 +116,9 @@ def test_warm_start_enqueues_fitting_zoo_models_first(tmp_path, space):
         assert params_of(local, get_spec(name, 10, 3, 16)) is not None
     first = result.study.trials[0]
     assert first.user_attrs["zoo"] == result.enqueued[0] and trial_spec(first).name == result.enqueued[0]
-    # resuming does not enqueue them again
-    assert enqueue_zoo(result.study, local, config.budgets, config.zoo_pattern) == []
+    assert [name for name, _ in zoo_slots(local, config.budgets, config.zoo_pattern)] == result.enqueued
+    again = run_search(config, space, evaluate=trainer)  # resuming queues nothing new: every slot is done
+    assert len(again.study.trials) == len(result.study.trials) and again.ok
 
 
 def test_resume_continues_up_to_the_trial_count(tmp_path, space):
@@ -124,7 +131,7 @@ def test_resume_continues_up_to_the_trial_count(tmp_path, space):
     assert len(trainer.specs) - first <= 2
     again = run_search(_config(tmp_path, budget="3MFLOPs", trials=5), space, evaluate=trainer)
     assert count_trials(again.study)["complete"] == 5
-    with pytest.raises(BsnasError, match="same --budget"):
+    with pytest.raises(BsnasError, match=r"other settings \(--budget \[\['flops', 3000000.0\]\], now"):
         run_search(_config(tmp_path, budget="4MFLOPs", trials=6), space, evaluate=trainer)
 
 
@@ -172,25 +179,108 @@ def test_two_worker_processes_share_one_study(tmp_path, space):
     assert numbers == sorted(set(numbers))
 
 
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-def test_a_dead_workers_trial_is_failed_and_retried(tmp_path, space, monkeypatch):
-    import time
+def _dead_trial(study, **attrs):
+    """A trial some worker took, beat once for and died with."""
+    trial = study.ask()
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    study._storage.record_heartbeat(trial._trial_id)  # what Optuna's heartbeat thread does first
+    return trial
 
 
-    monkeypatch.setattr(storage, "HEARTBEAT_S", 1)
-    monkeypatch.setattr(storage, "GRACE_S", 2)
-    config = _config(tmp_path, budget="3MFLOPs", trials=2)
+def test_a_dead_workers_trial_is_failed_and_retried(tmp_path, space):
+    config = _config(tmp_path, budget="3MFLOPs", trials=2, heartbeat_s=1)
+    run_search(_config(tmp_path, budget="3MFLOPs", trials=1, heartbeat_s=1), space, evaluate=FakeTrainer())
     study = create_study(config, space.for_data(*SYNTHETIC))
-    dead = study.ask()  # a worker that took a trial, beat once and died
-    study._storage.record_heartbeat(dead._trial_id)
-    time.sleep(3)
+    params = params_of(space.for_data(*SYNTHETIC), get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16))
+    study.enqueue_trial(params, user_attrs={"slot": 1})
+    dead = _dead_trial(study)  # takes the queued slot 1, with its parameters
+    assert dead.user_attrs["slot"] == 1
     trainer = FakeTrainer()
     result = run_search(config, space, evaluate=trainer)
     states = {t.number: t.state for t in result.study.trials}
     assert states[dead.number] == optuna.trial.TrialState.FAIL
-    assert count_trials(result.study)["complete"] == 2 and len(trainer.specs) >= 1
+    assert result.ok and count_trials(result.study)["slots"] == 2
     retried = [t for t in result.study.trials if t.system_attrs.get("failed_trial") == dead.number]
-    assert retried and retried[0].state == optuna.trial.TrialState.COMPLETE
+    assert retried and retried[0].state == optuna.trial.TrialState.COMPLETE and retried[0].params == params
+
+
+def test_a_run_killed_with_trials_running_resumes_to_its_target(tmp_path, space):
+    """Issue 11: the stop check counted RUNNING trials of dead workers, so a re-run exited at once, short."""
+    config = _config(tmp_path, budget="3MFLOPs", trials=4, heartbeat_s=1)
+    run_search(dataclasses.replace(config, trials=2), space, evaluate=FakeTrainer())
+    study = create_study(config, space.for_data(*SYNTHETIC))
+    for slot in (2, 3):
+        study.enqueue_trial({}, user_attrs={"slot": slot})
+        _dead_trial(study)
+    before = {t.number: t.values for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    start = time.perf_counter()
+    result = run_search(config, space, evaluate=FakeTrainer())
+    assert result.ok and count_trials(result.study)["slots"] == 4 and time.perf_counter() - start < 60
+    assert {t.number: t.values for t in result.study.trials if t.number in before} == before  # not trained again
+
+
+def test_a_trial_waiting_for_a_dead_twin_trains_it_itself(tmp_path, space):
+    """Issue 11: the wait for a twin in training had no bound; a dead twin's worker stops beating."""
+    local = space.for_data(*SYNTHETIC)
+    config = _config(tmp_path, budget="50MFLOPs", heartbeat_s=1)
+    study = create_study(config, local)
+    spec = get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16)
+    twin = _dead_trial(study, spec_hash=spec_hash(dataclasses.replace(spec, name="x")), status="training")
+    study.enqueue_trial(params_of(local, spec))  # the next trial: the same architecture
+    trainer = FakeTrainer()
+    start = time.perf_counter()
+    study.optimize(make_objective(local, config.budgets, "flops", trainer, slotted=False, poll_s=0.2), n_trials=1)
+    assert time.perf_counter() - start < 30 and len(trainer.specs) == 1
+    assert study.trials[twin.number].state == optuna.trial.TrialState.FAIL
+    assert study.trials[twin.number + 1].user_attrs["status"] == "trained"
+
+
+class FailingTrainer(FakeTrainer):
+    """Diverges on the first architecture it sees."""
+
+    def __call__(self, spec):
+        if not self.specs:
+            self.specs.append(spec)
+            return Evaluation(0.0, 1.0, "diverged", "the training loss became NaN or inf in epoch 1")
+        return super().__call__(spec)
+
+
+def test_a_diverging_candidate_fails_with_its_reason_and_the_search_goes_on(tmp_path, space):
+    result = run_search(_config(tmp_path, budget="3MFLOPs", trials=3), space, evaluate=FailingTrainer())
+    failed = [t for t in result.study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["status"] == "diverged"
+    assert "NaN" in failed[0].user_attrs["reason"]
+    assert result.ok and count_trials(result.study)["slots"] == 3  # the slot was sampled again
+
+
+def test_out_of_memory_is_a_failed_evaluation_with_its_reason(monkeypatch):
+    import torch
+
+    from bsnas.search import evaluator
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr("bsnas.train.loop.train", out_of_memory)
+    result = evaluator.ProxyEvaluator(dataset="synthetic")(get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16))
+    assert result.status == "out_of_memory" and "Tried to allocate 20.00 GiB" in result.reason
+
+
+def test_a_proxy_score_depends_on_the_spec_and_seed_only(tmp_path):
+    """Issue 11: weights were drawn before the trainer seeded, so one spec scored 0.68, 0.98, 0.98 in a process."""
+    import torch
+
+    from bsnas.search.evaluator import ProxyEvaluator
+
+    spec = get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16)
+    evaluate = ProxyEvaluator(dataset="synthetic", images=128, seed=3)
+    scores = []
+    for noise in range(3):
+        torch.manual_seed(noise)  # whatever the global random state before
+        torch.rand(noise + 1)
+        scores.append(evaluate(spec).accuracy)
+    assert scores[0] == scores[1] == scores[2]
 
 
 def test_latency_budget_and_objective(tmp_path, space):

@@ -16,7 +16,7 @@ from bsnas.errors import BsnasError
 
 __all__ = ["main"]
 
-COMMANDS = ("zoo", "profile", "train", "space", "search", "report", "export", "retrain")
+COMMANDS = ("zoo", "profile", "train", "space", "search", "worker", "report", "export", "retrain")
 
 
 def build_parser() -> argparse.ArgumentParser:

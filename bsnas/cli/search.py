@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from bsnas.errors import BsnasError
 from bsnas.report.live import SearchProgress
 from bsnas.report.tables import print_report
+from bsnas.report.text import plural
 from bsnas.search.budget import check_budgets, parse_budget
 from bsnas.search.config import SAMPLERS, SearchConfig
-from bsnas.search.workers import default_workers, run_search
+from bsnas.search.storage import HEARTBEAT_S, redact_url
+from bsnas.search.workers import default_workers, prepare_search, run_workers
 from bsnas.space.decode import SearchSpace
 from bsnas.space.load import SHIPPED_SPACES, resolve_space
 from bsnas.train.config import PRESETS
@@ -76,6 +79,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                         help="do not enqueue the zoo models of the space's family first")
     parser.add_argument("--zoo", default=None, metavar="REGEX", help="warm-start only the zoo models matching REGEX")
+    parser.add_argument("--heartbeat", type=int, default=HEARTBEAT_S, metavar="SECONDS",
+                        help=f"workers beat every SECONDS; a trial whose worker missed four beats is failed and run "
+                             f"again (default {HEARTBEAT_S})")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(run=run)
 
@@ -90,35 +96,36 @@ def run(args: argparse.Namespace) -> int:
     budgets = tuple(check_budgets([parse_budget(text) for text in args.budget]))
     timeout = parse_duration(args.timeout) if args.timeout else None
     trials = args.trials if args.trials is not None else (None if timeout else DEFAULT_TRIALS)
-    space = resolve_space(args.space)
     name = args.name or _default_name(args.space, args.budget[0])
     workers = args.workers if args.workers is not None else default_workers(args.device)
     config = SearchConfig(name=name, space_file=args.space, budgets=budgets, objective=args.objective,
                           sampler=args.sampler, trials=trials, timeout=timeout, storage=args.storage,
                           runs_dir=args.runs_dir, workers=workers, seed=args.seed, dataset=args.dataset,
                           data_root=args.data_root, proxy_epochs=args.proxy_epochs, proxy_images=args.proxy_images,
-                          proxy_val=args.proxy_val,
-                          device=args.device, warm_start=args.warm_start, zoo_pattern=args.zoo,
-                          population=args.population, threads=args.threads)
-    if config.storage is None:
-        config.run_dir.mkdir(parents=True, exist_ok=True)
+                          proxy_val=args.proxy_val, device=args.device, warm_start=args.warm_start,
+                          zoo_pattern=args.zoo, population=args.population, threads=args.threads,
+                          heartbeat_s=args.heartbeat)
+    started = time.perf_counter()
+    space, study, enqueued = prepare_search(config, resolve_space(args.space))  # every check before any file
     _save_run_files(config, space)
     budget_text = ", ".join(str(b) for b in budgets)
     print(f"bsnas search {name}: space {args.space}, budget {budget_text}, objective {args.objective}, "
-          f"{args.sampler}, {workers} worker(s), storage {config.storage_url}", file=sys.stderr)
+          f"{args.sampler}, {plural(workers, 'worker')}, storage {redact_url(config.storage_url)}", file=sys.stderr)
+    if enqueued:
+        print(f"warm start: {plural(len(enqueued), 'zoo model')} within {budget_text} in the first slots",
+              file=sys.stderr)
     with SearchProgress(trials, timeout, args.quiet) as progress:
-        result = run_search(config, space, on_update=progress)
-    if result.enqueued:
-        print(f"warm start: {len(result.enqueued)} zoo models within {budget_text} enqueued", file=sys.stderr)
-    if result.failed_workers:
-        print(f"bsnas: warning: {result.failed_workers} worker(s) exited with an error; the study kept their "
-              "finished trials", file=sys.stderr)
+        result = run_workers(config, space, on_update=progress)
     print_report(result.study, config.run_dir)
+    if not result.ok:
+        print(f"bsnas: error: the search {name} stopped after {time.perf_counter() - started:.0f} s: {result.reason}; "
+              "run the same command again to go on", file=sys.stderr)
+        return 1
     return 0
 
 
 def _save_run_files(config: SearchConfig, space: SearchSpace) -> None:
-    """The run directory keeps the resolved config and a copy of the search space."""
+    """The run directory keeps the resolved config (no secrets) and a copy of the search space."""
     import yaml
 
     run_dir = config.run_dir

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bsnas.errors import BsnasError
 from bsnas.search.budget import COST_KINDS, Budget
+from bsnas.search.storage import HEARTBEAT_S, redact_url
+from bsnas.train.rundir import run_path
 
-__all__ = ["SAMPLERS", "COST_UNITS", "SearchConfig"]
+__all__ = ["SAMPLERS", "COST_UNITS", "SearchConfig", "config_from_dict"]
 
 SAMPLERS = ("nsga2", "tpe", "random")
 COST_UNITS = {"flops": ("MFLOPs", 1e-6), "params": ("Mparams", 1e-6), "latency": ("ms", 1.0)}
@@ -18,7 +22,8 @@ COST_UNITS = {"flops": ("MFLOPs", 1e-6), "params": ("Mparams", 1e-6), "latency":
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Every setting of a search; saved in the study so that a resumed run keeps them."""
+    """Every setting of a search. `storage` is the real URL (it may hold a password): it is never stored, and
+    `to_dict` shows it redacted."""
 
     name: str
     space_file: str
@@ -26,54 +31,74 @@ class SearchConfig:
     objective: str = "flops"  # flops | latency | params
     sampler: str = "nsga2"
     trials: int | None = 60  # complete trials of the study (resuming continues up to this count)
-    timeout: float | None = None  # seconds of this invocation
+    timeout: float | None = None  # seconds of this invocation: no trial starts after it
     storage: str | None = None  # Optuna RDB URL; default sqlite:///runs/<name>/study.db
     runs_dir: str = "runs"
     workers: int = 1
-    seed: int = 0
+    seed: int = 0  # seeds the sampler and every trial's training
     dataset: str = "fashion-mnist"
     data_root: str | None = None
     proxy_epochs: int | None = None  # None keeps the proxy preset's
     proxy_images: int | None = None  # None keeps the proxy preset's train_subset
-    proxy_val: int | None = None  # score on a stratified subset of this many validation images; None: all
+    proxy_val: int | None = None  # score on a stratified subset of this many validation images; None: the preset's
     device: str = "cpu"
     warm_start: bool = True
     zoo_pattern: str | None = None  # regex: only these zoo models are enqueued
     population: int = 16  # NSGA-II population size
     threads: int | None = None  # torch threads per worker; None: cores // workers
+    heartbeat_s: int = HEARTBEAT_S  # seconds between a worker's heartbeats; a dead worker's trial is failed after four
 
     def __post_init__(self) -> None:
+        run_path(self.runs_dir, self.name)  # a name that stays inside the runs folder
         if self.objective not in COST_KINDS:
             raise BsnasError(f"--objective {self.objective!r} is not one of {', '.join(COST_KINDS)}.")
         if self.sampler not in SAMPLERS:
             raise BsnasError(f"--sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}.")
         if self.trials is None and self.timeout is None:
             raise BsnasError("give --trials N or --timeout, or both.")
-        if self.trials is not None and self.trials < 1:
-            raise BsnasError(f"--trials must be at least 1, got {self.trials}.")
-        if self.workers < 1:
-            raise BsnasError(f"--workers must be at least 1, got {self.workers}.")
-        for name in ("proxy_epochs", "proxy_images", "proxy_val"):
+        limits = {"trials": (1, 10**6), "workers": (1, 256), "threads": (1, 1024), "population": (2, 10**4),
+                  "proxy_epochs": (1, 10**4), "proxy_images": (1, 10**8), "proxy_val": (1, 10**8)}
+        for name, (low, high) in limits.items():
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise BsnasError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
+            if value is not None and (type(value) is not int or not low <= value <= high):
+                raise BsnasError(f"--{name.replace('_', '-')} must be a whole number from {low} to {high}, "
+                                 f"got {value!r}.")
+        if self.timeout is not None and not 0 < self.timeout < math.inf:
+            raise BsnasError(f"--timeout must be a positive duration, got {self.timeout!r}.")
+        if type(self.heartbeat_s) is not int or not 1 <= self.heartbeat_s <= 3600:
+            raise BsnasError(f"--heartbeat must be a whole number of seconds from 1 to 3600, got {self.heartbeat_s!r}.")
+        if self.zoo_pattern is not None:
+            try:
+                re.compile(self.zoo_pattern)
+            except re.error as error:
+                raise BsnasError(f"--zoo {self.zoo_pattern!r} is not a valid regular expression ({error}).") from None
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.runs_dir) / self.name
+        return run_path(self.runs_dir, self.name)
 
     @property
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{self.run_dir / 'study.db'}"
 
     def study_settings(self) -> dict[str, Any]:
-        """What must stay the same when a study is resumed."""
+        """What must stay the same when a study is resumed or joined: every setting a trial's result depends on."""
         return {"budgets": [[b.kind, b.limit] for b in self.budgets], "objective": self.objective,
-                "dataset": self.dataset}
+                "dataset": self.dataset, "seed": self.seed, "proxy_epochs": self.proxy_epochs,
+                "proxy_images": self.proxy_images, "proxy_val": self.proxy_val}
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as stored (study attributes, runs/<RUN>/search.yaml): the storage URL without password."""
         data = dataclasses.asdict(self)
         data["budgets"] = [[b.kind, b.limit] for b in self.budgets]
+        data["storage"] = None if self.storage is None else redact_url(self.storage)
         return data
 
 
+def config_from_dict(data: dict[str, Any], **changes: Any) -> SearchConfig:
+    """The config a study stored (`to_dict`), with `changes` (e.g. this machine's storage URL and workers)."""
+    known = {field.name for field in dataclasses.fields(SearchConfig)}
+    values = {key: value for key, value in data.items() if key in known}
+    values["budgets"] = tuple(Budget(kind, limit) for kind, limit in values.get("budgets", []))
+    values.update(changes)
+    return SearchConfig(**values)

@@ -1,22 +1,32 @@
 """What a candidate scores: proxy training (the `proxy` preset of `bsnas.train`) on the training split, scored
-on the validation split; the test split is never touched by the search."""
+on the validation split; the test split is never touched by the search.
+
+Every evaluation is seeded (weights, data order): its score is a function of the spec, the seed, the data, the
+torch threads and the torch version, and the trial records all of them. A training that diverges or runs out of
+memory is an `Evaluation` with that status and the reason, never an exception that stops the worker.
+"""
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Any
 
 from bsnas.arch.spec import ArchSpec
 
-__all__ = ["Evaluation", "ProxyEvaluator"]
+__all__ = ["Evaluation", "ProxyEvaluator", "TRAINING_FAILURES"]
+
+TRAINING_FAILURES = ("diverged", "out_of_memory")
+
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What training a candidate gave: validation accuracy in [0, 1] and seconds spent."""
+    """What training a candidate gave: validation accuracy in [0, 1], seconds spent, status and why it failed."""
 
     accuracy: float
     seconds: float = 0.0
-    status: str = "completed"
+    status: str = "completed"  # completed | diverged | out_of_memory
+    reason: str = ""
 
 
 _DATA_CACHE: dict[Any, Any] = {}
@@ -58,9 +68,38 @@ class ProxyEvaluator:
         return preset("proxy", **changes)
 
     def __call__(self, spec: ArchSpec) -> Evaluation:
+        import torch
+
         from bsnas.nn.build import build_model
         from bsnas.train.loop import train
 
-        result = train(build_model(spec), self.data(), self.train_config())
-        accuracy = result.val_accuracy if result.status == "completed" and result.val_accuracy is not None else 0.0
-        return Evaluation(float(accuracy), result.train_seconds, result.status)
+        config = self.train_config()
+        try:
+            torch.manual_seed(config.seed)  # the initial weights, so that a trial can be reproduced
+            result = train(build_model(spec), self.data(), config)
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
+            if not _out_of_memory(error):
+                raise
+            _free_memory()
+            return Evaluation(0.0, 0.0, "out_of_memory", f"out of memory while training: {str(error).splitlines()[0]}")
+        if result.status != "completed":
+            return Evaluation(0.0, result.train_seconds, result.status, result.message)
+        return Evaluation(float(result.val_accuracy or 0.0), result.train_seconds)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError that says it cannot allocate."""
+    import torch
+
+    message = str(error)
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in message \
+        or "out of memory" in message
+
+
+def _free_memory() -> None:
+    """Give back what a failed training held, so that the next candidate starts clean."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

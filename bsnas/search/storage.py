@@ -22,9 +22,14 @@ from optuna.storages import RDBStorage
 
 from bsnas.errors import BsnasError
 
-__all__ = ["HEARTBEAT_S", "open_storage", "redact_url"]
+__all__ = ["HEARTBEAT_S", "grace_period", "open_storage", "redact_url"]
 
-HEARTBEAT_S = 10.0  # a worker beats every 10 s; its trial is failed (and retried once) after 6 missed beats
+HEARTBEAT_S = 10  # a worker beats every 10 s; its trial is failed (and retried once) after 4 missed beats
+
+
+def grace_period(heartbeat_s: int) -> int:
+    """Seconds without a heartbeat after which a worker counts as dead: four missed beats."""
+    return 4 * heartbeat_s
 
 
 def redact_url(url: str) -> str:
@@ -38,9 +43,9 @@ def redact_url(url: str) -> str:
     return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
-def open_storage(url: str, heartbeat_s: float = HEARTBEAT_S) -> RDBStorage:
-    """The storage at an Optuna RDB URL, with heartbeats every `heartbeat_s` (a trial whose worker missed six
-    beats is failed and retried once)."""
+def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> RDBStorage:
+    """The storage at an Optuna RDB URL, with heartbeats every `heartbeat_s` seconds (a trial whose worker missed
+    four beats is failed and retried once)."""
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
@@ -48,7 +53,7 @@ def open_storage(url: str, heartbeat_s: float = HEARTBEAT_S) -> RDBStorage:
         with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental" since Optuna 2.8
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = RDBStorage(
-                url, heartbeat_interval=max(1, round(heartbeat_s)), grace_period=max(2, round(6 * heartbeat_s)),
+                url, heartbeat_interval=heartbeat_s, grace_period=grace_period(heartbeat_s),
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
                 **kwargs)
         if url.startswith("sqlite"):

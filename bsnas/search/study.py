@@ -1,35 +1,53 @@
-"""The study of a search: create or resume it in its storage, enqueue the zoo warm start, count its trials.
+"""The study of a search: create or join it in its storage, queue its trials, recover the trials of dead workers.
 
-The study's user attributes hold the search settings (`config`) and the space (`space`), so that `bsnas
-report/export/retrain` and joining workers need only the storage.
+A search of N trials is N *slots*, queued as WAITING trials: slot k holds the k-th zoo model of the warm start
+(cheapest first) or nothing (the sampler fills it in). Workers only take WAITING trials, which Optuna hands out
+atomically, so however many processes or machines work on a study, it ends with one complete trial per slot:
+nothing lost, nothing twice. A slot with no trial that is waiting, running or complete is queued again by the
+next worker that looks (`queue_slots`): a sampled architecture whose training failed is replaced by a new
+sample, an interrupted trial runs again. Two workers that queue the same slot at once are resolved by trial
+number (the lower one owns the slot, the other is pruned without training). A worker that dies leaves a
+RUNNING trial whose heartbeats stop: it is failed and re-queued with its parameters (Optuna's retry callback),
+so the same architecture runs again before the study can finish.
+
+The study's user attributes hold the search settings (`config`, without secrets) and the space (`space`):
+`bsnas report/export/retrain` and `bsnas worker` need only the storage.
 """
 
 from __future__ import annotations
 
+import datetime
 import re
 import warnings
-from pathlib import Path
+from collections.abc import Iterable
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from bsnas.arch.cost import cost
 from bsnas.arch.zoo import get_spec, list_models, zoo_family
 from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget
 from bsnas.search.candidate import over_budget
-from bsnas.search.config import COST_UNITS, SearchConfig
-from bsnas.search.storage import open_storage
+from bsnas.search.config import COST_UNITS, SearchConfig, config_from_dict
+from bsnas.search.evaluator import TRAINING_FAILURES
+from bsnas.search.storage import open_storage, redact_url
 from bsnas.space.decode import SearchSpace
 from bsnas.space.invert import params_of
+from bsnas.space.load import space_from_dict
 
-__all__ = ["create_study", "load_study", "enqueue_zoo", "count_trials"]
+__all__ = ["STARTED", "create_study", "join_study", "load_study", "zoo_slots", "set_zoo_slots", "queue_slots",
+           "slot_owner",
+           "count_trials", "slots_done", "recover_dead_trials", "quiet_optuna"]
+
+STARTED = "started"  # user attribute the objective sets first (the trial's own number): it got past Optuna's start
 
 
-def _quiet_optuna() -> None:
+def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def _sampler(config: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
@@ -43,11 +61,11 @@ def _sampler(config: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampl
 
 
 def create_study(config: SearchConfig, space: SearchSpace, worker: int = 0) -> optuna.Study:
-    """Create or load the study `config.name` in its storage; a resumed study must keep its settings."""
-    _quiet_optuna()
+    """Create the study `config.name` in its storage, or open it; a resumed study must keep its settings."""
+    quiet_optuna()
     if config.storage is None:
         config.run_dir.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(config.storage_url)
+    storage = open_storage(config.storage_url, config.heartbeat_s)
     study = optuna.create_study(study_name=config.name, storage=storage, sampler=_sampler(config, worker),
                                 directions=["maximize", "minimize"], load_if_exists=True)
     saved = study.user_attrs.get("settings")
@@ -57,66 +75,148 @@ def create_study(config: SearchConfig, space: SearchSpace, worker: int = 0) -> o
         study.set_user_attr("config", config.to_dict())
         study.set_user_attr("space", space.raw)
     elif saved != config.study_settings():
-        raise BsnasError(f"study {config.name!r} in {config.storage_url} was created with {saved}; resume it with "
-                         "the same --budget, --objective and --dataset, or give a new --name.")
+        now = config.study_settings()
+        changed = "; ".join(f"--{key.replace('_', '-').rstrip('s') if key == 'budgets' else key.replace('_', '-')} "
+                            f"{saved.get(key)!r}, now {now.get(key)!r}"
+                            for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key))
+        raise BsnasError(f"study {config.name!r} in {redact_url(config.storage_url)} was made with other settings "
+                         f"({changed}); resume it with the same ones or give a new --name.")
     elif study.user_attrs.get("space") != space.raw:
         raise BsnasError(f"study {config.name!r} was created with another search space than {config.space_file}; "
                          "resume it with the same --space or give a new --name.")
     return study
 
 
+def join_study(name: str, storage: str, **changes) -> tuple[SearchConfig, SearchSpace]:
+    """The config and space a study holds, for a worker that joins it (`bsnas worker`); `changes` are this
+    machine's own settings (storage URL, workers, threads, device, data root)."""
+    study = load_study(name, storage)
+    if "config" not in study.user_attrs or "space" not in study.user_attrs:
+        raise BsnasError(f"study {name!r} holds no bsnas search settings; it was not made by bsnas search.")
+    config = config_from_dict(study.user_attrs["config"], storage=storage, **changes)
+    space = space_from_dict(study.user_attrs["space"], source=f"the space of study {name}")
+    return config, space
+
+
 def load_study(name: str, storage: str | None = None, runs_dir: str = "runs") -> optuna.Study:
-    """Open an existing study for reports (`runs/<name>/study.db` unless `storage` is given)."""
-    _quiet_optuna()
-    url = storage or f"sqlite:///{Path(runs_dir) / name / 'study.db'}"
-    if storage is None and not (Path(runs_dir) / name / "study.db").exists():
-        raise BsnasError(f"{Path(runs_dir) / name / 'study.db'} does not exist; run `bsnas search --name {name}` "
-                         "first or pass --storage.")
+    """Open an existing study (`runs/<name>/study.db` unless `storage` is given)."""
+    from bsnas.train.rundir import run_path
+
+    quiet_optuna()
+    path = run_path(runs_dir, name) / "study.db"
+    if storage is None and not path.exists():
+        raise BsnasError(f"{path} does not exist; run `bsnas search --name {name}` first or pass --storage.")
+    url = storage or f"sqlite:///{path}"
     try:
         return optuna.load_study(study_name=name, storage=open_storage(url))
     except KeyError:
-        raise BsnasError(f"no study named {name!r} in {url}.") from None
+        raise BsnasError(f"no study named {name!r} in {redact_url(url)}.") from None
 
 
-def enqueue_zoo(study: optuna.Study, space: SearchSpace, budgets: tuple[Budget, ...],
-                pattern: str | None = None) -> list[str]:
-    """Enqueue the zoo models of the space's family that are points of the space and fit the FLOPs/params budgets.
-
-    Models already in the study (from an earlier run) are not enqueued again. Returns the names enqueued.
-    """
+def zoo_slots(space: SearchSpace, budgets: tuple[Budget, ...], pattern: str | None = None) -> list[tuple[str, dict]]:
+    """(name, parameters) of the zoo models of the space's family that are points of the space and fit the
+    FLOPs/parameter budgets, cheapest first: the first slots of the search."""
     if space.family is None:
         return []
-    done = {t.user_attrs.get("zoo") for t in study.get_trials(deepcopy=False)}
     static = tuple(b for b in budgets if b.kind != "latency")
-    names = []
+    found = []
     for name in list_models("^cifar_"):
-        if zoo_family(name) != space.family or name in done or (pattern and not re.search(pattern, name)):
+        if zoo_family(name) != space.family or (pattern and not re.search(pattern, name)):
             continue
         spec = get_spec(name, space.num_classes, space.in_channels, space.image_size)
         flops, n_params = cost(spec)
         if over_budget({"flops": flops, "params": n_params}, static):
             continue
         params = params_of(space, spec)
-        if params is None:
+        if params is not None:
+            found.append((flops, name, params))
+    return [(name, params) for _, name, params in sorted(found, key=lambda item: item[:2])]
+
+
+def set_zoo_slots(study: optuna.Study, zoo: list[tuple[str, dict]]) -> None:
+    """Record which zoo model fills which first slot, so that every worker queues the same."""
+    study.set_user_attr("zoo_slots", [[name, params] for name, params in zoo])
+
+
+def _settled(slot: int, holders: list[FrozenTrial], zoo: list) -> bool:
+    """A slot needs no new trial: one is waiting, running or complete, or its zoo model failed in training."""
+    if any(t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE) for t in holders):
+        return True
+    return slot < len(zoo) and any(t.state == TrialState.FAIL and t.user_attrs.get("status") in TRAINING_FAILURES
+                                   for t in holders)
+
+
+def queue_slots(study: optuna.Study, target: int) -> int:
+    """Queue every slot 0..target-1 that is not settled (see the module doc); returns how many were queued."""
+    zoo = study.user_attrs.get("zoo_slots", [])
+    holders: dict[int, list[FrozenTrial]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        holders.setdefault(trial.user_attrs.get("slot"), []).append(trial)
+    queued = 0
+    for slot in range(target):
+        if _settled(slot, holders.get(slot, []), zoo):
             continue
-        names.append((flops, name, params))
-    names.sort()
-    for _, name, params in names:
-        study.enqueue_trial(params, user_attrs={"zoo": name}, skip_if_exists=False)
-    return [name for _, name, _ in names]
+        if slot < len(zoo):
+            name, params = zoo[slot]
+            study.enqueue_trial(params, user_attrs={"slot": slot, "zoo": name}, skip_if_exists=False)
+        else:
+            study.enqueue_trial({}, user_attrs={"slot": slot}, skip_if_exists=False)
+        queued += 1
+    return queued
+
+
+def slot_owner(study: optuna.Study, trial_number: int, slot: int) -> FrozenTrial | None:
+    """The trial that owns `slot` if it is not `trial_number`: a lower-numbered one that has not failed."""
+    for other in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)):
+        if other.number < trial_number and other.user_attrs.get("slot") == slot:
+            return other
+    return None
+
+
+def slots_done(trials: Iterable[FrozenTrial], zoo: list) -> int:
+    """Slots that are done: a complete trial, or a zoo model that failed in training."""
+    holders: dict[int, list[FrozenTrial]] = {}
+    for trial in trials:
+        if trial.user_attrs.get("slot") is not None and trial.state in (TrialState.COMPLETE, TrialState.FAIL):
+            holders.setdefault(trial.user_attrs["slot"], []).append(trial)
+    return sum(_settled(slot, group, zoo) for slot, group in holders.items())
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:
-    """Trials by state, plus `feasible`, `trained` and `duplicate` counts of the complete ones."""
-    counts = {"complete": 0, "running": 0, "waiting": 0, "fail": 0, "feasible": 0, "trained": 0, "duplicate": 0}
-    for trial in study.get_trials(deepcopy=False):
-        state = trial.state.name.lower()
-        counts[state] = counts.get(state, 0) + 1
+    """Trials by state, plus `feasible`, `trained` and `duplicate` counts of the complete ones and `slots` done."""
+    counts = {"complete": 0, "running": 0, "waiting": 0, "fail": 0, "pruned": 0, "feasible": 0, "trained": 0,
+              "duplicate": 0}
+    trials = study.get_trials(deepcopy=False)
+    for trial in trials:
+        counts[trial.state.name.lower()] = counts.get(trial.state.name.lower(), 0) + 1
         if trial.state == TrialState.COMPLETE:
             status = trial.user_attrs.get("status")
             counts["feasible"] += status != "infeasible"
             counts["trained"] += status == "trained"
             counts["duplicate"] += status == "duplicate"
+    counts["slots"] = slots_done(trials, study.user_attrs.get("zoo_slots", []))
     return counts
 
 
+def recover_dead_trials(study: optuna.Study, grace_s: float) -> None:
+    """Fail the RUNNING trials of workers that died, and queue them again.
+
+    Optuna fails a trial whose heartbeats stopped and its retry callback queues a copy (`fail_stale_trials`). A
+    worker killed in the moment between taking a trial and its first heartbeat leaves a trial without any: it
+    is recognised after twice `grace_s` by its `started` attribute missing (or copied from the trial it
+    retries), failed and queued here (`retry_of` names the trial it replaces).
+    """
+    optuna.storages.fail_stale_trials(study)
+    now = datetime.datetime.now()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.datetime_start is None or (now - trial.datetime_start).total_seconds() < 2 * grace_s:
+            continue
+        if trial.user_attrs.get(STARTED) == trial.number:
+            continue  # its objective runs, so its heartbeats run too
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):  # another worker failed it first
+            continue
+        attrs = {key: value for key, value in trial.user_attrs.items() if key in ("slot", "zoo")}
+        attrs["retry_of"] = trial.number
+        study.enqueue_trial(trial.system_attrs.get("fixed_params", {}), user_attrs=attrs, skip_if_exists=False)

@@ -1,19 +1,24 @@
-"""Running a search: worker processes that share one study, and when to stop.
+"""Running a search: worker processes that share one study, and when they stop.
 
-`run_search` checks the data and the space against the budgets, creates (or resumes) the study, enqueues the
-zoo warm start and runs `config.workers` workers on the storage (in this process when there is one).
+`run_search` checks the data and the space against the budgets, creates (or resumes) the study, queues its
+slots (the zoo warm start first) and runs `config.workers` workers on the storage (in this process when there
+is one); `run_workers` runs workers on a study that exists (`bsnas worker`). A worker takes queued trials until
+every slot is done (or, without --trials, samples until the timeout). Every wait is bounded: a worker that
+finds nothing to take while other workers' trials run sleeps one heartbeat and looks again; a trial whose
+worker died stops beating, is failed after the grace period and queued again, and someone takes it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import TrialState
 
 from bsnas.arch.cost import cost
 from bsnas.arch.spec import ArchSpec
@@ -21,12 +26,20 @@ from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget, format_cost
 from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
-from bsnas.search.objective import make_objective
-from bsnas.search.study import count_trials, create_study, enqueue_zoo
+from bsnas.search.objective import TrialFailed, make_objective
+from bsnas.search.storage import grace_period
+from bsnas.search.study import (
+    count_trials,
+    create_study,
+    queue_slots,
+    recover_dead_trials,
+    set_zoo_slots,
+    zoo_slots,
+)
 from bsnas.space.decode import SearchSpace
 from bsnas.space.summary import extreme_point, smallest_cost
 
-__all__ = ["SearchResult", "check_space_fits", "default_workers", "run_search"]
+__all__ = ["SearchResult", "check_space_fits", "default_workers", "prepare_search", "run_search", "run_workers"]
 
 
 def default_workers(device: str = "cpu") -> int:
@@ -39,109 +52,34 @@ def default_workers(device: str = "cpu") -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class _StopAt:
-    """Stop a worker once the study holds `trials` complete trials (counting the ones still running)."""
-
-    def __init__(self, trials: int | None):
-        self.trials = trials
-
-    def reached(self, study: optuna.Study, running_self: int = 0) -> bool:
-        if self.trials is None:
-            return False
-        counts = count_trials(study)
-        return counts["complete"] + counts["running"] - running_self >= self.trials
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self.reached(study):
-            study.stop()
-
-
 @dataclass
 class SearchResult:
-    """How a search invocation ended."""
+    """How a search invocation ended: `ok` when it did what was asked, else `reason` says why not."""
 
     study: optuna.Study
     enqueued: list[str] = field(default_factory=list)
     failed_workers: int = 0
     seconds: float = 0.0
+    target: int | None = None
+    timed_out: bool = False
 
+    @property
+    def counts(self) -> dict[str, int]:
+        return count_trials(self.study)
 
-def _worker(config: SearchConfig, space: SearchSpace, worker: int, threads: int | None,
-            evaluate: Callable[[ArchSpec], Evaluation] | None = None,
-            callbacks: tuple = ()) -> None:
-    """One worker: optimize the shared study until the trial count or the timeout is reached."""
-    import torch
+    @property
+    def reason(self) -> str:
+        """Why the search did not do what was asked ('' when it did)."""
+        if self.failed_workers:
+            return f"{self.failed_workers} worker process(es) exited with an error"
+        done = self.counts["slots"]
+        if self.target is not None and done < self.target and not self.timed_out:
+            return f"the study holds {done} of the {self.target} trials asked for"
+        return ""
 
-    if threads is not None:
-        torch.set_num_threads(threads)
-    study = create_study(config, space, worker)
-    if evaluate is None:
-        evaluate = ProxyEvaluator(config.dataset, config.data_root, config.proxy_epochs, config.proxy_images,
-                                  config.device, config.seed, config.proxy_val)
-    objective = make_objective(space, config.budgets, config.objective, evaluate, config.device)
-    stop = _StopAt(config.trials)
-    if stop.reached(study):
-        return
-    study.optimize(objective, timeout=config.timeout, callbacks=[stop, *callbacks], catch=(RuntimeError,),
-                   gc_after_trial=False)
-
-
-def _worker_main(config: SearchConfig, space: SearchSpace, worker: int, threads: int | None) -> None:
-    try:
-        _worker(config, space, worker, threads)
-    except KeyboardInterrupt:
-        pass
-
-
-def run_search(config: SearchConfig, space: SearchSpace, evaluate: Callable[[ArchSpec], Evaluation] | None = None,
-               on_update: Callable[[optuna.Study], None] | None = None, poll_s: float = 2.0) -> SearchResult:
-    """Run (or resume) the search of `config` over `space`; returns when the trial count or timeout is reached.
-
-    With one worker the trials run in this process (and `evaluate` may be any callable); with more,
-    `config.workers` processes share the storage, each with cores/workers torch threads.
-    """
-    if evaluate is not None and config.workers > 1:
-        raise ValueError("an injected `evaluate` runs in this process only; use workers=1")
-    start = time.perf_counter()
-    data = ProxyEvaluator(config.dataset, config.data_root).data()  # a missing dataset fails here, before anything
-    space = space.for_data(data.in_channels, data.image_size, data.num_classes)
-    check_space_fits(space, config.budgets)
-    study = create_study(config, space)
-    enqueued = []
-    if config.warm_start:
-        enqueued = enqueue_zoo(study, space, config.budgets, config.zoo_pattern)
-    threads = config.threads or max(1, default_workers("cpu") // config.workers)
-    if config.workers == 1:
-        import torch
-
-        callbacks = (lambda s, t: on_update(s),) if on_update else ()
-        if on_update:
-            on_update(study)
-        previous = torch.get_num_threads()
-        try:
-            _worker(config, space, 0, threads, evaluate, callbacks)
-        finally:
-            torch.set_num_threads(previous)
-        return SearchResult(study, enqueued, 0, time.perf_counter() - start)
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_main, args=(config, space, index, threads),
-                                 name=f"bsnas-worker-{index}") for index in range(config.workers)]
-    for process in processes:
-        process.start()
-    try:
-        while any(process.is_alive() for process in processes):
-            if on_update:
-                on_update(study)
-            for process in processes:
-                process.join(timeout=poll_s / len(processes))
-    except KeyboardInterrupt:
-        for process in processes:
-            process.join(timeout=10)
-        raise
-    failed = sum(process.exitcode not in (0, None) for process in processes)
-    if on_update:
-        on_update(study)
-    return SearchResult(study, enqueued, failed, time.perf_counter() - start)
+    @property
+    def ok(self) -> bool:
+        return not self.reason
 
 
 def check_space_fits(space: SearchSpace, budgets: tuple[Budget, ...]) -> None:
@@ -159,3 +97,135 @@ def check_space_fits(space: SearchSpace, budgets: tuple[Budget, ...]) -> None:
             raise BsnasError(f"{space.source}: even the cheapest point of the space has "
                              f"{format_cost(budget.kind, smallest)} at input {size}, over the budget {budget}; "
                              "raise the budget or shrink the space.")
+
+
+def prepare_search(config: SearchConfig, space: SearchSpace) -> tuple[SearchSpace, optuna.Study, list[str]]:
+    """Load the data (a missing dataset fails here, before anything is written), fit the space to it, check it
+    against the budgets, create or resume the study and queue its slots. Returns the space, the study and the
+    names of the zoo models in the slots."""
+    data = ProxyEvaluator(config.dataset, config.data_root).data()
+    space = space.for_data(data.in_channels, data.image_size, data.num_classes)
+    check_space_fits(space, config.budgets)
+    study = create_study(config, space)
+    zoo = zoo_slots(space, config.budgets, config.zoo_pattern) if config.warm_start else []
+    if config.trials is not None:
+        zoo = zoo[:config.trials]
+    set_zoo_slots(study, zoo)
+    queue_slots(study, len(zoo) if config.trials is None else config.trials)  # without --trials: the warm start
+    return space, study, [name for name, _ in zoo]
+
+
+def run_search(config: SearchConfig, space: SearchSpace, evaluate: Callable[[ArchSpec], Evaluation] | None = None,
+               on_update: Callable[[optuna.Study], None] | None = None, poll_s: float = 2.0) -> SearchResult:
+    """Run (or resume) the search of `config` over `space`; returns when every slot is done or the timeout is
+    reached. With one worker the trials run in this process (and `evaluate` may be any callable); with more,
+    `config.workers` processes share the storage, each with cores/workers torch threads."""
+    start = time.perf_counter()
+    space, study, enqueued = prepare_search(config, space)
+    result = run_workers(config, space, evaluate, on_update, poll_s)
+    result.enqueued, result.seconds = enqueued, time.perf_counter() - start
+    return result
+
+
+def run_workers(config: SearchConfig, space: SearchSpace, evaluate: Callable[[ArchSpec], Evaluation] | None = None,
+                on_update: Callable[[optuna.Study], None] | None = None, poll_s: float = 2.0) -> SearchResult:
+    """Run `config.workers` workers on the study of `config` (which exists) until they stop."""
+    if evaluate is not None and config.workers > 1:
+        raise ValueError("an injected `evaluate` runs in this process only; use workers=1")
+    deadline = None if config.timeout is None else time.time() + config.timeout
+    threads = config.threads or max(1, default_workers("cpu") // config.workers)
+    study = create_study(config, space)
+    if config.workers == 1:
+        import torch
+
+        previous = torch.get_num_threads()
+        try:
+            worker(config, space, 0, threads, deadline, evaluate, on_update)
+        finally:
+            torch.set_num_threads(previous)
+        return _result(config, study, 0, deadline)
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker_process, args=(config, space, index, threads, deadline),
+                                 name=f"bsnas-worker-{index}") for index in range(config.workers)]
+    for process in processes:
+        process.start()
+    try:
+        while any(process.is_alive() for process in processes):
+            if on_update:
+                on_update(study)
+            for process in processes:
+                process.join(timeout=poll_s / len(processes))
+    except KeyboardInterrupt:
+        _stop(processes)
+        raise
+    if on_update:
+        on_update(study)
+    return _result(config, study, sum(process.exitcode != 0 for process in processes), deadline)
+
+
+def _result(config: SearchConfig, study: optuna.Study, failed: int, deadline: float | None) -> SearchResult:
+    return SearchResult(study, failed_workers=failed, target=config.trials,
+                        timed_out=deadline is not None and time.time() >= deadline)
+
+
+def _stop(processes: list) -> None:
+    """Ask the workers to stop (SIGTERM), wait up to 10 s each, then kill the ones still there."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=10)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _worker_process(config: SearchConfig, space: SearchSpace, index: int, threads: int,
+                    deadline: float | None) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)  # the parent's stop: end like Ctrl-C (the trial is queued again)
+    try:
+        worker(config, space, index, threads, deadline)
+    except KeyboardInterrupt:
+        pass
+
+
+def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | None, deadline: float | None,
+           evaluate: Callable[[ArchSpec], Evaluation] | None = None,
+           on_update: Callable[[optuna.Study], None] | None = None) -> None:
+    """One worker: take queued trials (sample new ones without --trials) until there is nothing left to do.
+
+    It stops when every slot is done, or at the deadline (a trial that started runs to its end). While other
+    workers' trials run and nothing is queued it waits a heartbeat at a time: one of them may die, and its trial
+    comes back to the queue once its heartbeats have been missing for the grace period.
+    """
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    study = create_study(config, space, index)
+    if evaluate is None:
+        evaluate = ProxyEvaluator(config.dataset, config.data_root, config.proxy_epochs, config.proxy_images,
+                                  config.device, config.seed, config.proxy_val)
+    objective = make_objective(space, config.budgets, config.objective, evaluate, config.seed, config.device,
+                               slotted=config.trials is not None)
+    callbacks = [lambda s, t: on_update(s)] if on_update else []
+    grace = grace_period(config.heartbeat_s)
+    while deadline is None or time.time() < deadline:
+        recover_dead_trials(study, grace)
+        if config.trials is not None:
+            queue_slots(study, config.trials)
+        if on_update:
+            on_update(study)
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        running = any(t.state == TrialState.RUNNING for t in trials)
+        if config.trials is not None and not waiting:
+            if not running:
+                return  # every slot is done (or failed for good)
+            time.sleep(min(config.heartbeat_s, 5.0))
+            continue
+        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=False)

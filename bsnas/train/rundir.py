@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,19 @@ from bsnas.train.config import TrainConfig
 from bsnas.train.data import DataConfig
 from bsnas.train.loop import EpochMetrics, TrainResult
 
-__all__ = ["CHECKPOINT_FORMAT", "RunDir", "load_checkpoint", "load_model", "save_checkpoint", "train_in_run_dir"]
+__all__ = ["CHECKPOINT_FORMAT", "RunDir", "load_checkpoint", "load_model", "run_path", "save_checkpoint",
+           "train_in_run_dir"]
 
 CHECKPOINT_FORMAT = 1
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def run_path(runs_dir: str | Path, name: str) -> Path:
+    """The folder of run `name` inside `runs_dir`; a name that could leave it (`..`, `/x`, a newline) is refused."""
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        raise BsnasError(f"--name {name!r}: a run name is 1 to 100 letters, digits, '.', '_' or '-', starting with a "
+                         f"letter or digit (it names a folder inside {runs_dir}).")
+    return Path(runs_dir) / name
 
 
 def save_checkpoint(
