@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 
 import optuna
@@ -10,7 +11,7 @@ import pytest
 
 from bsnas.arch.cost import cost
 from bsnas.arch.files import load_spec
-from bsnas.arch.spec import spec_hash
+from bsnas.arch.spec import spec_hash, spec_to_dict
 from bsnas.arch.zoo import get_spec
 from bsnas.errors import BsnasError
 from bsnas.report.trials import export_front, write_trials_csv
@@ -19,6 +20,7 @@ from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation
 from bsnas.search.front import knee_index, pareto_trials, pick_trial, trial_spec
 from bsnas.search.objective import make_objective
+from bsnas.search.rungs import open_rung_study, queue_ticket
 from bsnas.search.study import count_trials, create_study, zoo_slots
 from bsnas.search.workers import run_search
 from bsnas.space import load_space
@@ -67,10 +69,7 @@ def test_infeasible_candidates_are_never_trained(tmp_path, space):
         assert trial.constraints["flops"] > 0 and trial.values[0] == 0.0
     for spec in trainer.specs:
         assert cost(spec).flops <= 300e3
-    import torch
 
-    assert {(t.user_attrs["seed"], t.user_attrs["threads"], t.user_attrs["torch"]) for t in trials} == {
-        (0, 1, torch.__version__)}  # what a trial's score depends on is recorded
     assert all(t.constraints["flops"] <= 0 for t in trained)
     assert all(t.user_attrs["status"] != "infeasible" for t in pareto_trials(result.study))
 
@@ -78,7 +77,8 @@ def test_infeasible_candidates_are_never_trained(tmp_path, space):
 def test_candidates_are_shrunk_into_the_budget(tmp_path, space):
     local = space.for_data(*SYNTHETIC)
     study = create_study(_config(tmp_path, budget="8MFLOPs"), local)
-    objective = make_objective(local, (parse_budget("8MFLOPs"),), "flops", FakeTrainer(), slotted=False)
+    objective = make_objective(local, (parse_budget("8MFLOPs"),), "flops", FakeTrainer(), _trainings(study),
+                               slotted=False)
     params = params_of(local, get_spec("cifar_mobilenetv2_w1", 10, 3, 16))  # 23 MFLOPs at 3x16x16
     assert params["width_multiplier"] == 1.0
     study.enqueue_trial(params)
@@ -93,10 +93,12 @@ def test_duplicates_are_not_trained_twice(tmp_path, space):
     trainer = FakeTrainer()
     local = space.for_data(*SYNTHETIC)
     study = create_study(_config(tmp_path, budget="50MFLOPs"), local)
+    trainings = _trainings(study)
     params = params_of(local, get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16))
     for _ in range(3):
         study.enqueue_trial(params)
-    study.optimize(make_objective(local, (parse_budget("50MFLOPs"),), "flops", trainer, slotted=False), n_trials=3)
+    study.optimize(make_objective(local, (parse_budget("50MFLOPs"),), "flops", trainer, trainings, slotted=False),
+                   n_trials=3)
     statuses = [t.user_attrs["status"] for t in study.trials]
     assert statuses == ["trained", "duplicate", "duplicate"]
     assert len(trainer.specs) == 1
@@ -145,6 +147,11 @@ def test_space_that_cannot_meet_the_budget_says_so_early(tmp_path, space):
 def test_front_export_picks_and_csv(tmp_path, space):
     result = run_search(_config(tmp_path, budget="3MFLOPs", trials=8), space, evaluate=FakeTrainer())
     study = result.study
+    import torch
+
+    scored = [t for t in study.trials if t.user_attrs.get("status") in ("trained", "duplicate")]
+    assert scored and {(t.user_attrs["seed"], t.user_attrs["threads"], t.user_attrs["torch"]) for t in scored} == {
+        (0, 1, torch.__version__)}  # what a trial's score depends on is recorded
     front = pareto_trials(study)
     assert front
     paths = export_front(study, tmp_path / "pareto")
@@ -179,11 +186,14 @@ def test_two_worker_processes_share_one_study(tmp_path, space):
     assert numbers == sorted(set(numbers))
 
 
-def _dead_trial(study, **attrs):
+def _trainings(study):
+    """The study of the rung-0 trainings beside a search's study."""
+    return open_rung_study(study._storage, study.study_name, 0)
+
+
+def _dead_trial(study):
     """A trial some worker took, beat once for and died with."""
     trial = study.ask()
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
     study._storage.record_heartbeat(trial._trial_id)  # what Optuna's heartbeat thread does first
     return trial
 
@@ -225,15 +235,20 @@ def test_a_trial_waiting_for_a_dead_twin_trains_it_itself(tmp_path, space):
     local = space.for_data(*SYNTHETIC)
     config = _config(tmp_path, budget="50MFLOPs", heartbeat_s=1)
     study = create_study(config, local)
+    trainings = _trainings(study)
     spec = get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16)
-    twin = _dead_trial(study, spec_hash=spec_hash(dataclasses.replace(spec, name="x")), status="training")
+    queue_ticket(trainings, {"spec": json.dumps(spec_to_dict(spec)), "cost": 1.0, "trial": 99,
+                             "spec_hash": spec_hash(dataclasses.replace(spec, name="x"))})
+    twin = _dead_trial(trainings)  # another worker took the training of this architecture and died
     study.enqueue_trial(params_of(local, spec))  # the next trial: the same architecture
     trainer = FakeTrainer()
     start = time.perf_counter()
-    study.optimize(make_objective(local, config.budgets, "flops", trainer, slotted=False, poll_s=0.2), n_trials=1)
+    study.optimize(make_objective(local, config.budgets, "flops", trainer, trainings, slotted=False, poll_s=0.2),
+                   n_trials=1)
     assert time.perf_counter() - start < 30 and len(trainer.specs) == 1
-    assert study.trials[twin.number].state == optuna.trial.TrialState.FAIL
-    assert study.trials[twin.number + 1].user_attrs["status"] == "trained"
+    assert trainings.trials[twin.number].state == optuna.trial.TrialState.FAIL
+    assert study.trials[-1].state == optuna.trial.TrialState.COMPLETE
+    assert study.trials[-1].user_attrs["duplicate_of"] == 99  # trained by the retry of the dead worker's ticket
 
 
 class FailingTrainer(FakeTrainer):

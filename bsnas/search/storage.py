@@ -14,6 +14,7 @@ Storage URLs may hold passwords: `redact_url` is what bsnas prints and stores.
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
@@ -50,12 +51,7 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> RDBStorage:
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     try:
-        with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental" since Optuna 2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(
-                url, heartbeat_interval=heartbeat_s, grace_period=grace_period(heartbeat_s),
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-                **kwargs)
+        storage = _rdb_storage(url, heartbeat_s, kwargs)
         if url.startswith("sqlite"):
             _serialized_sqlite(storage.engine)
         return storage
@@ -68,6 +64,28 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> RDBStorage:
             message = message.replace(url, redact_url(url))
         raise BsnasError(f"--storage {redact_url(url)}: cannot open this Optuna storage "
                          f"({type(error).__name__}: {_without_secrets(message, url)}).") from None
+
+
+def _rdb_storage(url: str, heartbeat_s: int, kwargs: dict[str, Any], attempts: int = 5) -> RDBStorage:
+    """Optuna's RDBStorage. Workers that open a new PostgreSQL database at the same moment race to create
+    Optuna's tables (`duplicate key value violates unique constraint "pg_type_typname_nsp_index"`): the losers
+    try again, at most `attempts` times, a moment later."""
+    import sqlalchemy
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental" (Optuna 2.8)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url, heartbeat_interval=heartbeat_s, grace_period=grace_period(heartbeat_s),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                    **kwargs)
+        except sqlalchemy.exc.DBAPIError as error:
+            racing = "already exists" in str(error) or "duplicate key" in str(error)
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _without_secrets(message: str, url: str) -> str:

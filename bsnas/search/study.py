@@ -60,12 +60,13 @@ def _sampler(config: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampl
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def create_study(config: SearchConfig, space: SearchSpace, worker: int = 0) -> optuna.Study:
-    """Create the study `config.name` in its storage, or open it; a resumed study must keep its settings."""
+def create_study(config: SearchConfig, space: SearchSpace, worker: int = 0, storage=None) -> optuna.Study:
+    """Create the study `config.name` in its storage (opened here unless given), or open it; a resumed study must
+    keep its settings."""
     quiet_optuna()
     if config.storage is None:
         config.run_dir.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(config.storage_url, config.heartbeat_s)
+    storage = storage or open_storage(config.storage_url, config.heartbeat_s)
     study = optuna.create_study(study_name=config.name, storage=storage, sampler=_sampler(config, worker),
                                 directions=["maximize", "minimize"], load_if_exists=True)
     saved = study.user_attrs.get("settings")

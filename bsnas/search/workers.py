@@ -26,8 +26,9 @@ from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget, format_cost
 from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
-from bsnas.search.objective import TrialFailed, make_objective
-from bsnas.search.storage import grace_period
+from bsnas.search.objective import make_objective
+from bsnas.search.rungs import TrialFailed, open_rung_study, run_queued_ticket
+from bsnas.search.storage import grace_period, open_storage
 from bsnas.search.study import (
     count_trials,
     create_study,
@@ -206,16 +207,22 @@ def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | 
 
     if threads is not None:
         torch.set_num_threads(threads)
-    study = create_study(config, space, index)
+    storage = open_storage(config.storage_url, config.heartbeat_s)
+    study = create_study(config, space, index, storage)
+    trainings = open_rung_study(storage, config.name, 0)
     if evaluate is None:
         evaluate = ProxyEvaluator(config.dataset, config.data_root, config.proxy_epochs, config.proxy_images,
                                   config.device, config.seed, config.proxy_val)
-    objective = make_objective(space, config.budgets, config.objective, evaluate, config.seed, config.device,
-                               slotted=config.trials is not None)
+    objective = make_objective(space, config.budgets, config.objective, evaluate, trainings, config.seed,
+                               config.device, slotted=config.trials is not None)
     callbacks = [lambda s, t: on_update(s)] if on_update else []
     grace = grace_period(config.heartbeat_s)
     while deadline is None or time.time() < deadline:
         recover_dead_trials(study, grace)
+        optuna.storages.fail_stale_trials(trainings)
+        if any(t.state == TrialState.WAITING for t in trainings.get_trials(deepcopy=False)):
+            run_queued_ticket(trainings, evaluate, config.seed)  # a training whose worker died comes first
+            continue
         if config.trials is not None:
             queue_slots(study, config.trials)
         if on_update:
