@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,7 +50,7 @@ def test_train_writes_a_complete_run_directory(spec_file, tmp_path, capsys):
     proxy = PRESETS["proxy"]
     assert config["train"]["lr"] == proxy.lr and config["train"]["train_subset"] == proxy.train_subset
     assert config["train"]["bn_recalibration"] == proxy.bn_recalibration > 0  # the whole preset is recorded
-    assert load_spec(run / "spec.yaml") == spec_from_dict(TINY)
+    assert load_spec(run / "spec.yaml") == dataclasses.replace(spec_from_dict(TINY), image_size=16)  # the data's
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2] and lines[1]["val_accuracy"] == result["val_accuracy"]
     assert json.loads((run / "result.json").read_text())["history"] == result["history"]
@@ -103,3 +105,64 @@ def test_a_diverging_run_exits_1_with_its_status(spec_file, tmp_path, capsys):
     assert code == 1
     assert "diverged" in capsys.readouterr().out
     assert json.loads((tmp_path / "d" / "result.json").read_text())["status"] == "diverged"
+
+
+def test_a_checkpoint_with_the_wrong_contents_is_one_error_that_deletes_nothing(spec_file, tmp_path, capsys):
+    """Issue 11: result.json was removed first, then the resume died with a traceback."""
+    runs = str(tmp_path / "runs")
+    assert main(["train", spec_file, *FLAGS, "--epochs", "1", "--runs-dir", runs, "--name", "r"]) == 0
+    run = tmp_path / "runs" / "r"
+    checkpoint = load_checkpoint(run)
+    checkpoint["model"] = {key: value[:1] if value.dim() else value for key, value in checkpoint["model"].items()}
+    torch.save(checkpoint, run / "checkpoint.pt")
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    capsys.readouterr()
+    assert main(["train", spec_file, "--runs-dir", runs, "--name", "r", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit its own spec" in err and len(err.strip().splitlines()) == 1
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_a_training_killed_mid_epoch_resumes_to_the_same_weights(spec_file, tmp_path):
+    """A real SIGKILL: the checkpoint is written to a temporary file and renamed, so the last whole one survives."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "bsnas", "train", spec_file, *FLAGS, "--epochs", "6", "--runs-dir",
+            str(tmp_path / "runs")]
+    subprocess.run([*argv, "--name", "straight"], check=True, capture_output=True, timeout=300)
+    process = subprocess.Popen([*argv, "--name", "killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "runs" / "killed" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert load_checkpoint(tmp_path / "runs" / "killed")["epoch"] < 6
+    subprocess.run([*argv[:5], "--runs-dir", str(tmp_path / "runs"), "--name", "killed", "--resume"], check=True,
+                   capture_output=True, timeout=300)
+    straight = load_checkpoint(tmp_path / "runs" / "straight")["model"]
+    resumed = load_checkpoint(tmp_path / "runs" / "killed")["model"]
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+
+
+@pytest.mark.parametrize("name", ["../escape", "/tmp/bsnas-abs", "..", "a" * 300, "two\nlines", "-rf"])
+def test_a_run_name_never_leaves_the_runs_folder(spec_file, tmp_path, monkeypatch, capsys, name):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", spec_file, *FLAGS, "--runs-dir", "runs", f"--name={name}"]) == 2
+    err = capsys.readouterr().err
+    assert "a run name is 1 to 100 letters" in err and len(err.strip().splitlines()) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.yaml"]
+    assert not Path("/tmp/bsnas-abs").exists()
+
+
+def test_a_model_too_large_to_build_leaves_no_run(tmp_path, capsys):
+    big = dict(TINY, num_classes=10**6, blocks=[{"type": "conv", "op": "regular", "out_channels": 60000}])
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(big))
+    assert main(["train", str(path), *FLAGS, "--runs-dir", str(tmp_path / "runs"), "--name", "big"]) == 2
+    assert "parameters; bsnas builds at most" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -79,7 +79,16 @@ def test_fashion_mnist_rejects_a_corrupt_idx_file(tmp_path):
 
 def test_missing_fashion_mnist_names_the_package_and_the_flags(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
-    with pytest.raises(BsnasError, match="dataset-fashion-mnist.*--data-root.*--download"):
+    with pytest.raises(BsnasError, match="dataset-fashion-mnist, pass --data-root, or pass --download"):
+        load_data(DataConfig("fashion-mnist"))
+
+
+def test_a_data_root_is_never_ignored(tmp_path):
+    """Issue 11: --data-root FILE (or a folder without the files) fell back to Debian's copy without a word."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BsnasError, match="--data-root .*file is a file"):
+        load_data(DataConfig("fashion-mnist", data_root=str(tmp_path / "file")))
+    with pytest.raises(BsnasError, match="not found in --data-root .*no train-images-idx3-ubyte"):
         load_data(DataConfig("fashion-mnist", data_root=str(tmp_path)))
 
 

@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 
+from bsnas import __version__
 from bsnas.errors import BsnasError
 
 __all__ = ["main"]
@@ -19,9 +20,18 @@ __all__ = ["main"]
 COMMANDS = ("zoo", "profile", "train", "space", "search", "worker", "report", "export", "retrain")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (`bsnas: error: ...`) and exit status 2 like every user error,
+    not a usage block."""
+
+    def error(self, message: str):
+        raise BsnasError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(prog="bsnas", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="bsnas", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"bsnas {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"bsnas.cli.{name}")
@@ -31,9 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 user error)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.run(args) or 0)
     except BsnasError as error:
         print(f"bsnas: error: {error}", file=sys.stderr)

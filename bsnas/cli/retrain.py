@@ -46,9 +46,7 @@ def retrain_spec(spec, run_path: Path, data, data_config, config, quiet: bool = 
     result_file = run_path / "result.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
-    checkpoint = run_dir.resume() if run_dir.checkpoint.exists() else None
-    if checkpoint is None:
-        run_dir.start(spec.name, spec, config, data_config)
+    checkpoint = run_dir.resume()[0] if run_dir.checkpoint.exists() else None
     return train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint, quiet).to_dict()
 
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
+import sys
 from pathlib import Path
 
-from bsnas.arch.validate import spec_from_dict
+from bsnas.arch.spec import ArchSpec
 from bsnas.arch.zoo import resolve_spec
 from bsnas.errors import BsnasError
-from bsnas.train.config import PRESETS, TrainConfig, describe_preset, preset
+from bsnas.train.config import PRESETS, describe_preset, preset
 from bsnas.train.data import DATASETS, DataConfig, load_data
-from bsnas.train.rundir import RunDir, train_in_run_dir
+from bsnas.train.rundir import RunDir, run_path, train_in_run_dir
 
 __all__ = ["add_parser", "run"]
 
@@ -58,20 +60,29 @@ def _default_name(model: str, dataset: str, preset_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}-{dataset.partition(':')[0]}-{preset_name}")
 
 
+def _fit_to_data(spec: ArchSpec, model: str, data) -> ArchSpec:
+    """The spec for the data's channels, image size and classes; a spec file made for other ones says so."""
+    fitted = dataclasses.replace(spec, in_channels=data.in_channels, image_size=data.image_size,
+                                 num_classes=data.num_classes)
+    if model.endswith((".yaml", ".yml")) and fitted != spec:
+        print(f"bsnas: note: {model} was made for {spec.num_classes} classes of "
+              f"{'x'.join(map(str, spec.input_size))}; it trains on {data.name}'s {data.num_classes} classes of "
+              f"{data.in_channels}x{data.image_size}x{data.image_size} (its parameters and FLOPs follow)",
+              file=sys.stderr)
+    return fitted
+
+
 def run(args: argparse.Namespace) -> int:
     dataset, preset_name = args.dataset or "fashion-mnist", args.preset or "paper"
-    run_dir = RunDir(Path(args.runs_dir) / (args.name or _default_name(args.model, dataset, preset_name)))
+    run_dir = RunDir(run_path(args.runs_dir, args.name or _default_name(args.model, dataset, preset_name)))
     if args.resume:
         given = [f"--{flag.replace('_', '-')}" for flag in (*TRAIN_FLAGS, *DATA_FLAGS)
                  if getattr(args, flag) is not None]
         if given:
             raise BsnasError(f"--resume continues {run_dir.path} with its stored config; drop {', '.join(given)}.")
-        checkpoint = run_dir.resume()
-        data_config = DataConfig(**checkpoint["data_config"])
+        checkpoint, spec, config, data_config = run_dir.resume()
         if args.dataset is not None and args.dataset != data_config.dataset:
             raise BsnasError(f"--resume: {run_dir.path} trains on {data_config.dataset}, not --dataset {args.dataset}.")
-        config = TrainConfig.from_dict(checkpoint["train_config"])
-        spec = spec_from_dict(checkpoint["spec"], source=str(run_dir.checkpoint))
         data = load_data(data_config)
     else:
         checkpoint = None
@@ -80,11 +91,10 @@ def run(args: argparse.Namespace) -> int:
             **({"val_fraction": args.val_fraction} if args.val_fraction is not None else {}),
         )
         data = load_data(data_config)
-        spec = resolve_spec(args.model, data.num_classes, data.in_channels)
+        spec = _fit_to_data(resolve_spec(args.model), args.model, data)
         changes = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
         config = preset(preset_name, **changes)
-        run_dir.start(args.model, spec, config, data_config)
-    result = train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint)
+    result = train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint, model_name=args.model)
     if args.json:
         print(json.dumps({"run": str(run_dir.path), "model": spec.name, **result.to_dict()}, indent=2))
     else:

@@ -21,6 +21,7 @@ _UNITS = {"flops": "flops", "flop": "flops", "params": "params", "param": "param
 _PATTERN = re.compile(r"^\s*(?P<number>\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<exp>[+-]?\d+))?\s*"
                       r"(?P<prefix>[kKMG]?)(?P<unit>(?i:flops?|params?|ms|us|µs))\s*$")
 _EXAMPLES = "e.g. 100MFLOPs, 1.5Mparams, 4ms or 500us"
+_LARGEST = {"flops": 1e18, "params": 1e12, "latency": 1e9}  # far beyond any model bsnas builds; finite
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def parse_budget(text: str) -> Budget:
     match = _PATTERN.match(str(text))
     if match is None:
         raise BsnasError(f"--budget {text!r} is not a number with a unit; use {_EXAMPLES}.")
-    number = float(match["number"]) * 10.0 ** int(match["exp"] or 0)
+    number = float(f"{match['number']}e{match['exp'] or 0}")  # inf for a value beyond float, never an exception
     unit = match["unit"].lower()
     kind = _UNITS[unit]
     prefix = match["prefix"]
@@ -53,8 +54,9 @@ def parse_budget(text: str) -> Budget:
         limit = number / 1000.0 if unit in ("us", "µs") else number
     else:
         limit = number * _PREFIX[prefix]
-    if limit <= 0:
-        raise BsnasError(f"--budget {text!r} must be greater than zero.")
+    if not 0 < limit <= _LARGEST[kind]:
+        raise BsnasError(f"--budget {text!r} must be greater than zero and at most "
+                         f"{format_cost(kind, _LARGEST[kind])}.")
     return Budget(kind, limit)
 
 

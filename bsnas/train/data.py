@@ -5,8 +5,9 @@ Every split is one uint8 tensor of shape (N, C, H, W) plus int64 labels (`bsnas.
 Datasets, by name:
 
 - ``fashion-mnist``: the idx files (``*-idx?-ubyte`` or ``.gz``) from ``data_root`` (also its
-  torchvision sub-folder ``FashionMNIST/raw``), else the Debian package ``dataset-fashion-mnist``
-  (``/usr/share/datasets/fashion-mnist``), else a torchvision download when ``download`` is set.
+  torchvision sub-folder ``FashionMNIST/raw``) when it is given, else from the Debian package
+  ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``); a torchvision download when ``download``
+  is set.
 - ``cifar10``, ``cifar100``: torchvision's on-disk folders (``cifar-10-batches-py``,
   ``cifar-100-python``) under ``data_root``. ``download`` fetches them with torchvision, which
   checks the md5 of the archive and of every file. Reading does not check md5s: the pickles are
@@ -224,27 +225,32 @@ def _find_idx(folders: list[Path], stem: str) -> Path | None:
 
 
 def _fashion_mnist_folders(data_root: str | None) -> list[Path]:
-    folders = []
-    if data_root is not None:
-        root = Path(data_root)
-        folders += [root, root / "FashionMNIST" / "raw", root / "fashion-mnist"]
-    return folders + [DEBIAN_FASHION_MNIST]
+    """Where the idx files may be: the --data-root (and torchvision's sub-folders of it), else Debian's folder."""
+    if data_root is None:
+        return [DEBIAN_FASHION_MNIST]
+    root = Path(data_root)
+    return [root, root / "FashionMNIST" / "raw", root / "fashion-mnist"]
 
 
 def _load_fashion_mnist(data_root: str | None, download: bool) -> tuple[tuple[str, ...], Split, Split]:
+    if data_root is not None and Path(data_root).exists() and not Path(data_root).is_dir():
+        raise BsnasError(f"--data-root {data_root} is a file; give the folder that holds the Fashion-MNIST idx files.")
     folders = _fashion_mnist_folders(data_root)
     stems = [stem for pair in FASHION_MNIST_FILES.values() for stem in pair]
-    if any(_find_idx(folders, stem) is None for stem in stems):
+    missing = [stem for stem in stems if _find_idx(folders, stem) is None]
+    if missing:
         if download:
             from torchvision.datasets import FashionMNIST
 
             FashionMNIST(data_root or "data", download=True)  # fetches and checks all four files
             folders = _fashion_mnist_folders(data_root or "data")
+        elif data_root is None:
+            raise BsnasError("Fashion-MNIST was not found in /usr/share/datasets/fashion-mnist: install the Debian "
+                             "package dataset-fashion-mnist, pass --data-root, or pass --download.")
         else:
-            raise BsnasError(
-                "Fashion-MNIST was not found in --data-root or /usr/share/datasets/fashion-mnist: "
-                "install the Debian package dataset-fashion-mnist, pass --data-root, or pass --download."
-            )
+            raise BsnasError(f"Fashion-MNIST was not found in --data-root {data_root} (no {missing[0]}[.gz] in it, "
+                             "FashionMNIST/raw or fashion-mnist): point it at the idx files, drop it to use Debian's "
+                             "dataset-fashion-mnist, or pass --download.")
     splits = []
     for images_stem, labels_stem in FASHION_MNIST_FILES.values():
         images = _read_idx(_find_idx(folders, images_stem)).unsqueeze(1)

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,8 @@ from bsnas.train.config import TrainConfig
 from bsnas.train.data import DataConfig
 from bsnas.train.loop import EpochMetrics, TrainResult
 
-__all__ = ["CHECKPOINT_FORMAT", "RunDir", "load_checkpoint", "load_model", "run_path", "save_checkpoint",
-           "train_in_run_dir"]
+__all__ = ["CHECKPOINT_FORMAT", "RunDir", "check_checkpoint", "load_checkpoint", "load_model", "run_path",
+           "save_checkpoint", "train_in_run_dir"]
 
 CHECKPOINT_FORMAT = 1
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -78,6 +79,36 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+_CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "history", "spec", "train_config", "data_config")
+
+
+def check_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> tuple[ArchSpec, TrainConfig, DataConfig]:
+    """The spec and configs of a checkpoint whose every part is what a resume needs (the model's weights fit its
+    spec); anything else is one BsnasError naming the file and the part."""
+    missing = [key for key in _CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise BsnasError(f"{path}: the checkpoint lacks {', '.join(missing)}; it cannot be resumed.")
+    try:
+        spec = spec_from_dict(checkpoint["spec"], source=f"{path} (spec)")
+        train_config = TrainConfig.from_dict(checkpoint["train_config"])
+        data_config = DataConfig(**checkpoint["data_config"])
+        epoch = checkpoint["epoch"]
+        if type(epoch) is not int or not 0 <= epoch <= train_config.epochs or len(checkpoint["history"]) != epoch:
+            raise ValueError(f"epoch {epoch!r} with {len(checkpoint['history'])} epochs of history")
+        for line in checkpoint["history"]:
+            EpochMetrics(**line)
+        with torch.device("meta"), warnings.catch_warnings():  # names and shapes only: the copy to meta is a no-op
+            warnings.simplefilter("ignore", UserWarning)
+            build_model(spec).load_state_dict(checkpoint["model"], strict=True)
+    except BsnasError:
+        raise
+    except Exception as error:  # a mismatched part: name it, in one line
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BsnasError(f"{path}: the checkpoint does not fit its own spec and configs ({message}); it cannot be "
+                         "resumed.") from None
+    return spec, train_config, data_config
+
+
 def load_model(checkpoint: str | Path | dict[str, Any]) -> nn.Module:
     """Rebuild the trained model of a checkpoint (a path, a run directory or a loaded dict), in eval mode."""
     if not isinstance(checkpoint, dict):
@@ -105,17 +136,19 @@ class RunDir:
         save_spec(spec, self.path / "spec.yaml")
         self.metrics.write_text("")
 
-    def resume(self) -> dict[str, Any]:
-        """Load the latest checkpoint and rewrite metrics.jsonl to the epochs it holds."""
+    def resume(self) -> tuple[dict[str, Any], ArchSpec, TrainConfig, DataConfig]:
+        """The latest checkpoint with its spec and configs (checked whole first: a bad one changes no file); rewrites
+        metrics.jsonl to the epochs it holds."""
         if not self.checkpoint.exists():
             raise BsnasError(f"--resume: {self.checkpoint} does not exist; start the run without --resume.")
         checkpoint = load_checkpoint(self.checkpoint)
+        spec, train_config, data_config = check_checkpoint(checkpoint, self.checkpoint)
         lines = "".join(json.dumps(line) + "\n" for line in checkpoint["history"])
         temporary = self.metrics.with_name(f".{self.metrics.name}.tmp")
         temporary.write_text(lines)
         os.replace(temporary, self.metrics)
         (self.path / "result.json").unlink(missing_ok=True)
-        return checkpoint
+        return checkpoint, spec, train_config, data_config
 
     def save_epoch(
         self,
@@ -136,16 +169,20 @@ class RunDir:
 
 
 def train_in_run_dir(run_dir: RunDir, spec: ArchSpec, config: TrainConfig, data, data_config: DataConfig,
-                     checkpoint: dict[str, Any] | None = None, quiet: bool = False) -> TrainResult:
-    """Train `spec` from scratch or from `checkpoint`, saving every epoch and the result in `run_dir`.
+                     checkpoint: dict[str, Any] | None = None, quiet: bool = False,
+                     model_name: str | None = None) -> TrainResult:
+    """Train `spec` from scratch (a new run directory, written once the model is built: a model that cannot be
+    built leaves no half-made run) or from `checkpoint`, saving every epoch and the result in `run_dir`.
 
-    Shows the progress bar (or plain lines) unless `quiet`; `run_dir.start` must have been called for a new run.
+    Shows the progress bar (or plain lines) unless `quiet`.
     """
     from bsnas.train.loop import train
     from bsnas.train.progress import TrainProgress
 
     torch.manual_seed(config.seed)
     model = build_model(spec)
+    if checkpoint is None:
+        run_dir.start(model_name or spec.name, spec, config, data_config)
     with TrainProgress(config.epochs, start_epoch=checkpoint["epoch"] if checkpoint else 0) as progress:
         def on_epoch(metrics, state) -> None:
             run_dir.save_epoch(metrics, state, spec, config, data_config)
