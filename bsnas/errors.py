@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BsnasError"]
+__all__ = ["BsnasError", "shown"]
 
 
 class BsnasError(ValueError):
@@ -10,3 +10,10 @@ class BsnasError(ValueError):
 
     The CLI prints it on one line to stderr and exits with status 2; it never shows a traceback.
     """
+
+
+def shown(text: object) -> str:
+    """A file name or value from the user as it goes into a one-line message: as it is when printable, else quoted
+    (a newline in a file name must not break the line)."""
+    text = str(text)
+    return text if text.isprintable() else repr(text)

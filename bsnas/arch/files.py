@@ -13,7 +13,7 @@ import yaml
 
 from bsnas.arch.spec import ArchSpec, spec_to_yaml
 from bsnas.arch.validate import spec_from_dict
-from bsnas.errors import BsnasError
+from bsnas.errors import BsnasError, shown
 
 __all__ = ["MAX_YAML_BYTES", "read_yaml", "load_spec", "save_spec"]
 
@@ -23,30 +23,31 @@ MAX_YAML_BYTES = 1 << 20
 def read_yaml(path: str | Path, what: str) -> Any:
     """`yaml.safe_load` of a file; anything unreadable is a BsnasError naming the file and `what` it is."""
     path = Path(path)
+    name = shown(path)
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
-            raise BsnasError(f"{path}: {path.stat().st_size:,} bytes is too large for a {what} file "
+            raise BsnasError(f"{name}: {path.stat().st_size:,} bytes is too large for a {what} file "
                              f"(at most {MAX_YAML_BYTES:,}).")
         text = path.read_bytes().decode("utf-8")
     except OSError as error:
-        raise BsnasError(f"{path}: cannot read the {what} file ({error.strerror}).") from None
+        raise BsnasError(f"{name}: cannot read the {what} file ({error.strerror}).") from None
     except UnicodeDecodeError:
-        raise BsnasError(f"{path}: not UTF-8 text; a {what} file is a YAML mapping.") from None
+        raise BsnasError(f"{name}: not UTF-8 text; a {what} file is a YAML mapping.") from None
     try:
         if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader)):
-            raise BsnasError(f"{path}: YAML aliases (*name) are not allowed in a {what} file; write the values out.")
+            raise BsnasError(f"{name}: YAML aliases (*name) are not allowed in a {what} file; write the values out.")
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise BsnasError(f"{path}: not valid YAML{where}; a {what} file is a YAML mapping.") from None
+        raise BsnasError(f"{name}: not valid YAML{where}; a {what} file is a YAML mapping.") from None
     except RecursionError:
-        raise BsnasError(f"{path}: nested too deeply to be a {what} file.") from None
+        raise BsnasError(f"{name}: nested too deeply to be a {what} file.") from None
 
 
 def load_spec(path: str | Path) -> ArchSpec:
     """Read and validate a spec YAML file; errors name the file and the field."""
-    return spec_from_dict(read_yaml(path, "architecture"), source=str(path))
+    return spec_from_dict(read_yaml(path, "architecture"), source=shown(path))
 
 
 def save_spec(spec: ArchSpec, path: str | Path) -> Path:

@@ -26,7 +26,7 @@ from bsnas.arch.spec import (
 from bsnas.errors import BsnasError
 
 __all__ = ["MAX_CHANNELS", "MAX_CLASSES", "MAX_IMAGE_SIZE", "MAX_BLOCKS", "MAX_PARAMS", "MAX_NAME_LENGTH",
-           "FieldChecker", "spec_from_dict"]
+           "FieldChecker", "field_name", "spec_from_dict"]
 
 MAX_CHANNELS = 1 << 16
 MAX_CLASSES = 1 << 20
@@ -52,7 +52,7 @@ class FieldChecker:
                       f"expected a mapping with keys {', '.join(allowed)}, got {type(value).__name__}")
         for key in value:
             if key not in allowed:
-                self.fail(f"{where}.{key}" if where else str(key),
+                self.fail(f"{where}.{field_name(key)}" if where else field_name(key),
                           f"unknown key; allowed keys are {', '.join(allowed)}")
         return value
 
@@ -88,6 +88,12 @@ class FieldChecker:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             self.fail(where, f"{value!r} is not a finite number >= 0")
         return float(value)
+
+
+def field_name(key: Any) -> str:
+    """A key of the input as a field name in a message: as it is when it reads like one, else quoted (so that a key
+    with a newline or other control characters cannot break the one-line message)."""
+    return key if isinstance(key, str) and key.isidentifier() else repr(key)
 
 
 def _field_names(cls: type) -> tuple[str, ...]:

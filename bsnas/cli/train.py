@@ -90,10 +90,11 @@ def run(args: argparse.Namespace) -> int:
             dataset=dataset, data_root=args.data_root, download=args.download, image_size=args.image_size,
             **({"val_fraction": args.val_fraction} if args.val_fraction is not None else {}),
         )
-        data = load_data(data_config)
-        spec = _fit_to_data(resolve_spec(args.model), args.model, data)
         changes = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
-        config = preset(preset_name, **changes)
+        config = preset(preset_name, **changes)  # bad flags fail before the data load
+        spec = resolve_spec(args.model)
+        data = load_data(data_config)
+        spec = _fit_to_data(spec, args.model, data)
     result = train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint, model_name=args.model)
     if args.json:
         print(json.dumps({"run": str(run_dir.path), "model": spec.name, **result.to_dict()}, indent=2))

@@ -19,8 +19,8 @@ from typing import Any
 
 from bsnas.arch.files import read_yaml
 from bsnas.arch.spec import ACTIVATIONS, BLOCK_TYPES, KERNEL_SIZES, OPS
-from bsnas.arch.validate import MAX_BLOCKS, MAX_CHANNELS, MAX_NAME_LENGTH, FieldChecker
-from bsnas.errors import BsnasError
+from bsnas.arch.validate import MAX_BLOCKS, MAX_CHANNELS, MAX_NAME_LENGTH, FieldChecker, field_name
+from bsnas.errors import BsnasError, shown
 from bsnas.space.choices import Choice, show_value
 from bsnas.space.decode import BLOCK_FIELDS, HEAD_FIELDS, MODEL_FIELDS, STEM_FIELDS, SearchSpace, StageSpace
 
@@ -145,7 +145,8 @@ class _Checker(FieldChecker):
         items = []
         for key, allowed in data.items():
             if key not in earlier:
-                self.fail(f"{where}.{key}", f"a condition may refer to earlier fields only: {', '.join(earlier)}")
+                self.fail(f"{where}.{field_name(key)}",
+                          f"a condition may refer to earlier fields only: {', '.join(earlier)}")
             items.append((key, tuple(allowed) if isinstance(allowed, list) else (allowed,)))
         return tuple(items)
 
@@ -262,7 +263,7 @@ def space_from_dict(data: Any, source: str = "<space>") -> SearchSpace:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space YAML file; errors name the file and the field."""
-    return space_from_dict(read_yaml(path, "search-space"), source=str(path))
+    return space_from_dict(read_yaml(path, "search-space"), source=shown(path))
 
 
 def shipped_space_path(name: str) -> Path:

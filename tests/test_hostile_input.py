@@ -1,0 +1,192 @@
+"""Hostile input, generated and mutated: architecture and space YAML, budgets, run names, CLI numbers. The only
+outcomes are a valid result or one clear error line with exit status 2: never a traceback, never a file written
+outside the runs folder."""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bsnas.arch.cost import cost
+from bsnas.arch.files import MAX_YAML_BYTES, load_spec
+from bsnas.arch.spec import spec_to_dict
+from bsnas.arch.zoo import get_spec
+from bsnas.cli import main
+from bsnas.errors import BsnasError
+from bsnas.search.budget import parse_budget
+from bsnas.space import load_space, space_size
+from bsnas.space.load import shipped_space_path
+from bsnas.train.rundir import run_path
+
+SPEC = spec_to_dict(get_spec("cifar_mobilenetv3_small_w7d20_pfd", 10, 1, 28))
+SPACE = load_space(shipped_space_path("mobilenet")).raw
+HOSTILE = st.one_of(
+    st.sampled_from([3.0, True, False, None, 0, -1, 10**9, 10**30, "1e400", 1e300, float("inf"), float("nan"), "",
+                     "../../etc", [], {}, [None], {"low": 1, "high": 10**8}, {"choices": []}, "11/0", "1e400/3"]),
+    st.integers(-10**12, 10**12), st.floats(), st.text(max_size=12), st.lists(st.integers(-5, 9), max_size=4),
+    st.dictionaries(st.text(max_size=6), st.integers(), max_size=3),
+)
+
+
+def _paths(value, prefix=()):
+    """Every place in a nested dict/list document."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+@st.composite
+def mutated(draw, document: dict):
+    """The document with one to three places replaced, deleted, or given an unknown key."""
+    document = copy.deepcopy(document)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = [path for path in _paths(document) if path]
+        path = draw(st.sampled_from(paths))
+        parent = document
+        for step in path[:-1]:
+            parent = parent[step]
+        action = draw(st.sampled_from(["replace", "replace", "delete", "add"]))
+        if action == "delete" and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif action == "add" and isinstance(parent, dict):
+            parent[draw(st.text(min_size=1, max_size=8))] = draw(HOSTILE)
+        else:
+            parent[path[-1]] = draw(HOSTILE)
+    return document
+
+
+def _one_line(error: BsnasError) -> str:
+    message = str(error)
+    assert message and "\n" not in message and "Traceback" not in message
+    return message
+
+
+def _write(tmp_path: Path, document) -> Path:
+    path = tmp_path / "input.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True))
+    return path
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=mutated(SPEC))
+def test_mutated_architectures_give_a_spec_or_one_line(tmp_path, document):
+    path = _write(tmp_path, document)
+    try:
+        spec = load_spec(path)
+    except BsnasError as error:
+        assert _one_line(error).startswith(f"{path}: ")
+        return
+    assert cost(spec).params >= 1  # a valid spec: it can be costed (and so built)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=mutated(SPACE), seed=st.integers(0, 100))
+def test_mutated_spaces_give_a_space_or_one_line(tmp_path, document, seed):
+    path = _write(tmp_path, document)
+    try:
+        space = load_space(path).for_data(1, 28, 10)
+        space_size(space)
+        spec, _ = space.random_spec(random.Random(seed))
+        cost(spec)
+    except BsnasError as error:
+        _one_line(error)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=20),
+                      st.from_regex(r"-?[0-9.]{1,8}(e[-+]?[0-9]{1,4})? ?[kKMGmu]?(FLOPs|params|ms|us)",
+                                    fullmatch=True)))
+def test_any_budget_string_is_a_budget_or_one_line(text):
+    try:
+        budget = parse_budget(text)
+    except BsnasError as error:
+        _one_line(error)
+        return
+    assert 0 < budget.limit < float("inf")
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(max_size=120))
+def test_any_run_name_stays_in_the_runs_folder_or_is_one_line(name):
+    runs = Path("/tmp/bsnas-runs-that-do-not-exist")
+    try:
+        path = run_path(runs, name)
+    except BsnasError as error:
+        _one_line(error)
+        return
+    assert path.parent == runs and path.resolve().parent == runs.resolve() and path.name == name
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 4, b"\xff\xfe\x00garbage", b"a: &x [*x]\n",
+                                     b"[" * 5000, b"a: " + b"x" * (MAX_YAML_BYTES + 1)])
+def test_binary_garbage_and_hostile_yaml_are_one_line(tmp_path, content):
+    path = tmp_path / "input.yaml"
+    path.write_bytes(content)
+    for load in (load_spec, load_space):
+        with pytest.raises(BsnasError) as error:
+            load(path)
+        assert _one_line(error.value).startswith(f"{path}: ")
+
+
+def _spec_file(tmp_path: Path, **changes) -> str:
+    document = {"name": "t", "stem": {"out_channels": 8}, "blocks": [{"type": "conv", "op": "bsconv_u",
+                                                                        "out_channels": 8}], "in_channels": 1}
+    document.update(changes)
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["search", "--budget", "1e400MFLOPs"], "--budget '1e400MFLOPs' must be greater than zero and at most"),
+    (["search", "--budget", "1e308GFLOPs"], "at most"),
+    (["search", "--budget", "10MFLOPs", "--population", "0"], "--population must be a whole number from 2"),
+    (["search", "--budget", "10MFLOPs", "--zoo", "("], "--zoo '(' is not a valid regular expression"),
+    (["search", "--budget", "10MFLOPs", "--threads", "0"], "--threads must be a whole number from 1"),
+    (["search", "--budget", "10MFLOPs", "--workers", "-3"], "--workers must be a whole number from 1"),
+    (["search", "--budget", "10MFLOPs", "--trials", "0"], "--trials must be a whole number from 1"),
+    (["search", "--budget", "10MFLOPs", "--heartbeat", "0"], "--heartbeat must be a whole number of seconds"),
+    (["search", "--budget", "10MFLOPs", "--name", "a" * 300], "a run name is 1 to 100"),
+    (["search", "--budget", "10MFLOPs", "--name", "x\ny"], "a run name is 1 to 100"),
+    (["search", "--budget", "10MFLOPs", "--timeout=-5m"], "--timeout '-5m' is not a duration"),
+    (["search", "--budget", "10MFLOPs", "--space", "nospace"], "neither a file nor a shipped space"),
+    (["train", "SPEC", "--threads", "0", "--dataset", "synthetic"], "TrainConfig.threads must be at least 1"),
+    (["train", "SPEC", "--epochs", "0", "--dataset", "synthetic"], "TrainConfig.epochs must be at least 1"),
+    (["train", "SPEC", "--batch-size", "abc"], "argument --batch-size: invalid int value"),
+    (["train", "SPEC", "--dataset", "nosuchset"], "--dataset 'nosuchset' is not one of"),
+    (["profile", "SPEC", "--input-size", "1x0x28"], "--input-size '1x0x28' is not of the form"),
+    (["worker", "r", "--storage", "mysql://u:hunter2@nohost/db"], "--storage mysql://u:***@nohost/db"),
+])
+def test_bad_command_lines_are_one_line_with_status_2(tmp_path, monkeypatch, capsys, argv, needle):
+    monkeypatch.chdir(tmp_path)
+    argv = [_spec_file(tmp_path) if arg == "SPEC" else arg for arg in argv]
+    assert main([*argv, "--runs-dir", "runs"] if argv[0] in ("search", "train") else argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bsnas: error: ") and needle in err and len(err.strip().splitlines()) == 1, err
+    assert "hunter2" not in err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("changes", [{"num_classes": 10**9}, {"blocks": [{"type": "conv", "op": "regular",
+                                                                        "out_channels": 10**9}]},
+                                     {"blocks": [{"type": "conv", "op": "regular", "out_channels": 3,
+                                                  "kernel_size": 3.0}]},
+                                     {"blocks": [{"type": "conv", "op": "regular", "out_channels": 3,
+                                                  "stride": True}]},
+                                     {"blocks": [{"type": "conv", "op": "regular", "out_channels": 3,
+                                                  "kernel_size": True}]}])
+def test_the_specs_of_issue_11_are_refused_before_any_run(tmp_path, capsys, changes):
+    spec = _spec_file(tmp_path, **changes)
+    assert main(["train", spec, "--dataset", "synthetic", "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bsnas: error: {spec}: ") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
