@@ -17,8 +17,10 @@ from pathlib import Path
 from bsnas.arch.cost import cost
 from bsnas.errors import BsnasError
 from bsnas.report.tables import table_console
+from bsnas.report.text import plural
 from bsnas.search.budget import format_cost
 from bsnas.search.study import load_study
+from bsnas.train.rundir import run_path
 
 __all__ = ["add_parser", "run", "retrain_spec"]
 
@@ -76,6 +78,13 @@ def _zoo_baselines(study, pattern: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bsnas.train import distributed
+
+    with distributed.session(args.device or "auto") as session:  # several ranks when torchrun started this
+        return _run(args, session)
+
+
+def _run(args: argparse.Namespace, session) -> int:
     from bsnas.arch.zoo import get_spec
     from bsnas.nn.build import build_model
     from bsnas.nn.profile import measure_latency
@@ -99,19 +108,25 @@ def run(args: argparse.Namespace) -> int:
     entries = [("search", trial_spec(t), t.number) for t in front]
     entries += [("zoo", get_spec(name, data.num_classes, data.in_channels, data.image_size), None)
                 for name in _zoo_baselines(study, args.zoo)]
-    root = Path(args.runs_dir) / args.run_name / "retrain"
+    root = run_path(args.runs_dir, args.run_name) / "retrain"
     rows = []
     for index, (kind, spec, number) in enumerate(entries, 1):
         folder = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.name)
-        print(f"[{index}/{len(entries)}] {kind} {spec.name}: {config.epochs} epochs in {folder}", file=sys.stderr)
+        if session.is_main:
+            print(f"[{index}/{len(entries)}] {kind} {spec.name}: {plural(config.epochs, 'epoch')} in {folder}",
+                  file=sys.stderr)
         result = retrain_spec(spec, folder, data, data_config, config)
+        if not session.is_main:
+            continue
         flops, params = cost(spec)
         latency = measure_latency(build_model(spec), spec.input_size, 1, "cpu", threads=1, repeats=20).median_ms
         rows.append({"source": kind, "trial": number, "name": spec.name, "test_accuracy": result.get("test_accuracy"),
                      "val_accuracy": result.get("val_accuracy"), "epochs": result.get("epochs"),
                      "params": params, "flops": flops, "latency_ms_cpu1": latency, "run": str(folder)})
+    if not session.is_main:
+        return 0
     rows.sort(key=lambda row: row["flops"])
-    table_path = Path(args.runs_dir) / args.run_name / "retrain.csv"
+    table_path = run_path(args.runs_dir, args.run_name) / "retrain.csv"
     with table_path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -12,6 +12,7 @@ from pathlib import Path
 from bsnas.arch.spec import ArchSpec
 from bsnas.arch.zoo import resolve_spec
 from bsnas.errors import BsnasError
+from bsnas.train import distributed
 from bsnas.train.config import PRESETS, describe_preset, preset
 from bsnas.train.data import DATASETS, DataConfig, load_data
 from bsnas.train.rundir import RunDir, run_path, train_in_run_dir
@@ -73,6 +74,11 @@ def _fit_to_data(spec: ArchSpec, model: str, data) -> ArchSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    with distributed.session(args.device or "auto") as session:  # several ranks when torchrun started this
+        return _run(args, session)
+
+
+def _run(args: argparse.Namespace, session: distributed.Session) -> int:
     dataset, preset_name = args.dataset or "fashion-mnist", args.preset or "paper"
     run_dir = RunDir(run_path(args.runs_dir, args.name or _default_name(args.model, dataset, preset_name)))
     if args.resume:
@@ -96,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         data = load_data(data_config)
         spec = _fit_to_data(spec, args.model, data)
     result = train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint, model_name=args.model)
+    if not session.is_main:
+        return 0 if result.status == "completed" else 1
     if args.json:
         print(json.dumps({"run": str(run_dir.path), "model": spec.name, **result.to_dict()}, indent=2))
     else:

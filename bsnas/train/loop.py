@@ -23,6 +23,7 @@ from torch import nn
 from bsnas.errors import BsnasError
 from bsnas.nn.fold import fold_batchnorm
 from bsnas.nn.layers import has_reg_loss, reg_loss
+from bsnas.train import distributed
 from bsnas.train.config import TrainConfig
 from bsnas.train.data import DataSplits, Split, stratified_split
 from bsnas.train.loader import BatchLoader
@@ -185,9 +186,12 @@ def train(
     """Train `model` on `data` with `config`; returns a `TrainResult` (also when the loss diverges).
 
     `on_epoch(metrics, state)` runs after every epoch; `state` holds the model, optimizer, scheduler and
-    RNG states, the epoch and the history, which `bsnas.checkpoint.save_checkpoint` writes and
+    RNG states, the epoch and the history, which `bsnas.train.rundir.save_checkpoint` writes and
     `resume=` (a loaded checkpoint) continues from. `on_batch` gets a `BatchReport` after each step.
+    Under torchrun (`bsnas.train.distributed`) every rank trains its slice of each batch and only rank 0
+    validates, tests and calls `on_epoch`/`on_batch`.
     """
+    session = distributed.current()
     device = resolve_device(config.device)
     channels_last = config.channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -220,6 +224,7 @@ def train(
         result.epochs = resume["epoch"]
         result.history = [EpochMetrics(**line) for line in resume["history"]]
         result.train_seconds = sum(line.seconds for line in result.history)
+    net = session.wrap(model, device)
 
     for epoch in range(result.epochs, config.epochs):
         model.train()
@@ -228,8 +233,9 @@ def train(
         seen = 0
         start = time.perf_counter()
         for batch, (images, labels) in enumerate(train_loader.epoch(epoch), start=1):
+            images, labels = session.shard(images), session.shard(labels)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                logits = model(images)
+                logits = net(images)
                 loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
                 if use_reg:
                     loss = loss + reg_loss(model, alpha)
@@ -240,27 +246,32 @@ def train(
             loss_sum += loss.detach() * len(labels)
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += len(labels)
-            if batch % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+            if batch % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(session.sum(loss_sum)):
                 break
-            if on_batch is not None:
+            if on_batch is not None and session.is_main:
                 on_batch(BatchReport(epoch, batch, len(train_loader), seen, loss_sum, correct,
                                      time.perf_counter() - start))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
+        loss_sum, correct = session.sum(loss_sum), session.sum(correct)
+        seen = int(session.sum(torch.tensor(seen, device=device)))
         if not torch.isfinite(loss_sum):
             result.status = "diverged"
             result.message = f"the training loss became NaN or inf in epoch {epoch + 1}; try a lower --lr."
             break
-        if config.bn_recalibration:
-            recalibrate_bn(model, train_loader.epoch(epoch), config.bn_recalibration, autocast)
-        val_loss, val_accuracy = evaluate(model, val_loader, autocast) if val_loader else (None, None)
+        val_loss = val_accuracy = None
+        if session.is_main:
+            if config.bn_recalibration:
+                recalibrate_bn(model, train_loader.epoch(epoch), config.bn_recalibration, autocast)
+            if val_loader:
+                val_loss, val_accuracy = evaluate(model, val_loader, autocast)
         metrics = EpochMetrics(epoch + 1, optimizer.param_groups[0]["lr"], float(loss_sum) / seen,
                                float(correct) / seen, val_loss, val_accuracy, seconds, seen / seconds)
         result.history.append(metrics)
         result.epochs = epoch + 1
         result.train_seconds += seconds
-        if on_epoch is not None:
+        if on_epoch is not None and session.is_main:
             on_epoch(metrics, {
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
@@ -270,12 +281,13 @@ def train(
                         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
                 "history": [dataclasses.asdict(line) for line in result.history],
             })
+        session.barrier()  # the other ranks wait for rank 0's validation and checkpoint
 
     if result.history:
         result.val_accuracy = result.history[-1].val_accuracy
         images = sum(line.images_per_s * line.seconds for line in result.history)
         result.images_per_s = images / max(result.train_seconds, 1e-9)
-    if config.final_test and result.status == "completed":
+    if config.final_test and result.status == "completed" and session.is_main:
         test_loader = BatchLoader(data.test, config.eval_batch_size, data.mean, data.std, device=device,
                                   channels_last=channels_last)
         result.test_loss, result.test_accuracy = evaluate(model, test_loader, autocast)

@@ -26,6 +26,7 @@ from bsnas.arch.spec import ArchSpec, spec_to_dict
 from bsnas.arch.validate import spec_from_dict
 from bsnas.errors import BsnasError
 from bsnas.nn.build import build_model
+from bsnas.train import distributed
 from bsnas.train.config import TrainConfig
 from bsnas.train.data import DataConfig
 from bsnas.train.loop import EpochMetrics, TrainResult
@@ -138,11 +139,13 @@ class RunDir:
 
     def resume(self) -> tuple[dict[str, Any], ArchSpec, TrainConfig, DataConfig]:
         """The latest checkpoint with its spec and configs (checked whole first: a bad one changes no file); rewrites
-        metrics.jsonl to the epochs it holds."""
+        metrics.jsonl to the epochs it holds (rank 0 of a torchrun only)."""
         if not self.checkpoint.exists():
             raise BsnasError(f"--resume: {self.checkpoint} does not exist; start the run without --resume.")
         checkpoint = load_checkpoint(self.checkpoint)
         spec, train_config, data_config = check_checkpoint(checkpoint, self.checkpoint)
+        if not distributed.current().is_main:
+            return checkpoint, spec, train_config, data_config
         lines = "".join(json.dumps(line) + "\n" for line in checkpoint["history"])
         temporary = self.metrics.with_name(f".{self.metrics.name}.tmp")
         temporary.write_text(lines)
@@ -174,15 +177,18 @@ def train_in_run_dir(run_dir: RunDir, spec: ArchSpec, config: TrainConfig, data,
     """Train `spec` from scratch (a new run directory, written once the model is built: a model that cannot be
     built leaves no half-made run) or from `checkpoint`, saving every epoch and the result in `run_dir`.
 
-    Shows the progress bar (or plain lines) unless `quiet`.
+    Shows the progress bar (or plain lines) unless `quiet`. Under torchrun only rank 0 writes and shows progress.
     """
     from bsnas.train.loop import train
     from bsnas.train.progress import TrainProgress
 
+    session = distributed.current()
+    quiet = quiet or not session.is_main
     torch.manual_seed(config.seed)
     model = build_model(spec)
-    if checkpoint is None:
+    if checkpoint is None and session.is_main:
         run_dir.start(model_name or spec.name, spec, config, data_config)
+    session.barrier()
     with TrainProgress(config.epochs, start_epoch=checkpoint["epoch"] if checkpoint else 0) as progress:
         def on_epoch(metrics, state) -> None:
             run_dir.save_epoch(metrics, state, spec, config, data_config)
@@ -191,5 +197,6 @@ def train_in_run_dir(run_dir: RunDir, spec: ArchSpec, config: TrainConfig, data,
 
         result = train(model, data, config, on_epoch=on_epoch, on_batch=None if quiet else progress.on_batch,
                        resume=checkpoint)
-    run_dir.save_result(result)
+    if session.is_main:
+        run_dir.save_result(result)
     return result
