@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +143,57 @@ def test_space_show_text(capsys):
     out = capsys.readouterr().out
     assert "[regular, dsc, bsconv_u, bsconv_s]" in out  # lists are printed, not eaten as rich markup
     assert "true when op in [bsconv_s]" in out and "size:" in out and "cifar_resnet20_bsconvs_p1d4" in out
+
+
+def test_a_failed_invocation_leaves_the_run_files_as_they_were(searched, capsys):
+    """Issue 11: a search refused on an existing run (other budget) overwrote its search.yaml."""
+    runs, argv = searched
+    before = {name: (runs / "e2e" / name).read_text() for name in ("search.yaml", "space.yaml")}
+    bad = [a if a != "2MFLOPs" else "3MFLOPs" for a in argv]
+    assert main(bad) == 2
+    assert "other settings (--budget" in capsys.readouterr().err
+    assert {name: (runs / "e2e" / name).read_text() for name in before} == before
+
+
+@pytest.mark.parametrize("name", ["../escape", "/tmp/bsnas-abs-search", "..", "."])
+def test_a_search_name_never_leaves_the_runs_folder(tmp_path, monkeypatch, capsys, name):
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--budget", "2MFLOPs", "--trials", "1", "--runs-dir", "runs", f"--name={name}", *TINY]) == 2
+    assert "a run name is 1 to 100 letters" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [] and not Path("/tmp/bsnas-abs-search").exists()
+
+
+def test_a_storage_password_is_never_printed_nor_stored(postgres_url, tmp_path, capsys):
+    import sqlalchemy
+
+    url = sqlalchemy.engine.make_url(postgres_url).set(password="s3cret-pw").render_as_string(hide_password=False)
+    argv = ["search", "--budget", "2MFLOPs", "--trials", "1", "--runs-dir", str(tmp_path), "--name", "pw",
+            "--storage", url, "--no-warm-start", *TINY]
+    assert main(argv) == 0  # trust authentication: the password is not needed, but it is given
+    out, err = capsys.readouterr()
+    assert "s3cret-pw" not in out + err and "***" in err
+    assert "s3cret-pw" not in (tmp_path / "pw" / "search.yaml").read_text()
+    from bsnas.search.study import load_study
+
+    study = load_study("pw", url)
+    assert "s3cret-pw" not in json.dumps(study.user_attrs)
+
+
+def test_a_search_that_does_not_reach_its_target_exits_1(tmp_path, monkeypatch, capsys):
+    """Issue 11: a search whose workers crashed, or that ended short of --trials, exited 0."""
+    from bsnas.search import workers
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("a worker crashed")
+
+    argv = ["search", "--budget", "2MFLOPs", "--trials", "2", "--runs-dir", str(tmp_path), "--name", "short",
+            "--no-warm-start", *TINY]
+    monkeypatch.setattr(workers, "worker", crash)
+    with pytest.raises(RuntimeError):
+        main(argv)
+    monkeypatch.undo()
+    monkeypatch.setattr(workers, "worker", lambda *args, **kwargs: None)  # a worker that stops at once
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("bsnas: error: the search short stopped after") and "holds 0 of the 2 trials" in err[-1]
