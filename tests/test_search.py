@@ -18,10 +18,10 @@ from bsnas.report.trials import export_front, write_trials_csv
 from bsnas.search.budget import parse_budget
 from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation
-from bsnas.search.front import knee_index, pareto_trials, pick_trial, trial_spec
+from bsnas.search.front import knee_index, pick, trial_number, trial_spec
 from bsnas.search.objective import make_objective
 from bsnas.search.rungs import open_rung_study, queue_ticket
-from bsnas.search.study import count_trials, create_study, zoo_slots
+from bsnas.search.study import count_trials, create_study, load_record, zoo_slots
 from bsnas.search.workers import run_search
 from bsnas.space import load_space
 from bsnas.space.invert import params_of
@@ -35,7 +35,7 @@ class FakeTrainer:
     def __init__(self):
         self.specs = []
 
-    def __call__(self, spec):
+    def __call__(self, spec, rung=0):
         self.specs.append(spec)
         flops, params = cost(spec)
         return Evaluation(accuracy=min(0.99, 0.5 + params / 2e6), seconds=0.0)
@@ -71,7 +71,8 @@ def test_infeasible_candidates_are_never_trained(tmp_path, space):
         assert cost(spec).flops <= 300e3
 
     assert all(t.constraints["flops"] <= 0 for t in trained)
-    assert all(t.user_attrs["status"] != "infeasible" for t in pareto_trials(result.study))
+    front = load_record("t", config.storage_url).front()
+    assert all(t.user_attrs["spec_hash"] not in {i.user_attrs["spec_hash"] for i in infeasible} for t in front)
 
 
 def test_candidates_are_shrunk_into_the_budget(tmp_path, space):
@@ -104,7 +105,7 @@ def test_duplicates_are_not_trained_twice(tmp_path, space):
     assert len(trainer.specs) == 1
     assert study.trials[2].values == study.trials[0].values
     assert study.trials[1].user_attrs["duplicate_of"] == 0
-    assert len(pareto_trials(study)) == 1  # one architecture, listed once
+    assert len(trainings.trials) == 1  # one architecture, trained once
 
 
 def test_warm_start_enqueues_fitting_zoo_models_first(tmp_path, space):
@@ -152,22 +153,23 @@ def test_front_export_picks_and_csv(tmp_path, space):
     scored = [t for t in study.trials if t.user_attrs.get("status") in ("trained", "duplicate")]
     assert scored and {(t.user_attrs["seed"], t.user_attrs["threads"], t.user_attrs["torch"]) for t in scored} == {
         (0, 1, torch.__version__)}  # what a trial's score depends on is recorded
-    front = pareto_trials(study)
+    record = load_record("t", result.study.user_attrs["config"]["storage"] or f"sqlite:///{tmp_path / 't/study.db'}")
+    front = record.front()
     assert front
-    paths = export_front(study, tmp_path / "pareto")
+    paths = export_front(record, tmp_path / "pareto")
     assert len(paths) == len(front)
     for path, trial in zip(paths, front, strict=True):
         assert spec_hash(load_spec(path)) == trial.user_attrs["spec_hash"]
-    best = pick_trial(study, "max-acc")
+    best = pick(record, "max-acc")
     assert best.values[0] == max(t.values[0] for t in front)
-    assert pick_trial(study, "min-cost").values[1] == min(t.values[1] for t in front)
-    assert pick_trial(study, "knee") in front
-    assert pick_trial(study, f"trial:{front[0].number}").number == front[0].number
+    assert pick(record, "min-cost").values[1] == min(t.values[1] for t in front)
+    assert pick(record, "knee") in front
+    assert trial_number(pick(record, f"trial:{trial_number(front[0])}")) == trial_number(front[0])
     with pytest.raises(BsnasError, match="no trial 999"):
-        pick_trial(study, "trial:999")
+        pick(record, "trial:999")
     with pytest.raises(BsnasError, match="is not one of"):
-        pick_trial(study, "best")
-    lines = write_trials_csv(study, tmp_path / "trials.csv").read_text().splitlines()
+        pick(record, "best")
+    lines = write_trials_csv(record, tmp_path / "trials.csv").read_text().splitlines()
     assert len(lines) == 1 + 8 and lines[0].startswith("number,state,status")
 
 
@@ -254,7 +256,7 @@ def test_a_trial_waiting_for_a_dead_twin_trains_it_itself(tmp_path, space):
 class FailingTrainer(FakeTrainer):
     """Diverges on the first architecture it sees."""
 
-    def __call__(self, spec):
+    def __call__(self, spec, rung=0):
         if not self.specs:
             self.specs.append(spec)
             return Evaluation(0.0, 1.0, "diverged", "the training loss became NaN or inf in epoch 1")

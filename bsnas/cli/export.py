@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bsnas.search.budget import format_cost
-from bsnas.search.study import load_study
+from bsnas.search.study import load_record
 
 __all__ = ["add_parser", "run"]
 
@@ -25,15 +25,15 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bsnas.arch.files import save_spec
-    from bsnas.search.front import pick_trial, trial_spec
+    from bsnas.search.front import pick, trial_number, trial_spec
+    from bsnas.train.rundir import run_path
 
-    study = load_study(args.run_name, args.storage, args.runs_dir)
-    trial = pick_trial(study, args.pick)
+    trial = pick(load_record(args.run_name, args.storage, args.runs_dir), args.pick)
     spec = trial_spec(trial)
-    output = Path(args.output) if args.output else Path(args.runs_dir) / args.run_name / "export.yaml"
+    output = Path(args.output) if args.output else run_path(args.runs_dir, args.run_name) / "export.yaml"
     save_spec(spec, output)
     attrs = trial.user_attrs
-    print(f"{output}: trial {trial.number} ({spec.name}), val accuracy {trial.values[0]:.2%}, "
+    print(f"{output}: trial {trial_number(trial)} ({spec.name}), val accuracy {trial.values[0]:.2%}, "
           f"{format_cost('flops', attrs.get('flops'))}, {format_cost('params', attrs.get('params'))}", file=sys.stderr)
     print(output)
     return 0

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from bsnas.search.study import count_trials, load_study
+from bsnas.search.study import count_trials, load_record
 
 __all__ = ["add_parser", "run"]
 
@@ -23,17 +22,21 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from bsnas.report import write_report
     from bsnas.report.tables import print_report
-    from bsnas.search.front import pareto_trials, trial_spec
+    from bsnas.search.front import knee, trial_number, trial_spec
+    from bsnas.train.rundir import run_path
 
-    study = load_study(args.run_name, args.storage, args.runs_dir)
-    run_dir = Path(args.runs_dir) / args.run_name
+    record = load_record(args.run_name, args.storage, args.runs_dir)
+    run_dir = run_path(args.runs_dir, args.run_name)
     if args.json:
-        paths = write_report(study, run_dir)
-        front = [{"trial": t.number, "name": trial_spec(t).name, "val_accuracy": t.values[0], "cost": t.values[1],
-                  "flops": t.user_attrs.get("flops"), "params": t.user_attrs.get("params"),
-                  "latency_ms": t.user_attrs.get("latency_ms")} for t in pareto_trials(study)]
-        print(json.dumps({"run": args.run_name, "counts": count_trials(study), "front": front,
+        paths = write_report(record, run_dir)
+        points = record.front()
+        bend = knee(points) if points else None
+        front = [{"trial": trial_number(t), "name": trial_spec(t).name, "rung": record.top,
+                  "val_accuracy": t.values[0], "cost": t.values[1], "flops": t.user_attrs.get("flops"),
+                  "params": t.user_attrs.get("params"), "latency_ms": t.user_attrs.get("latency_ms"),
+                  "zoo": t.user_attrs.get("zoo"), "knee": index == bend} for index, t in enumerate(points)]
+        print(json.dumps({"run": args.run_name, "counts": count_trials(record.study), "front": front,
                           "csv": str(paths.csv), "plot": str(paths.plot)}, indent=2))
         return 0
-    print_report(study, run_dir)
+    print_report(record, run_dir)
     return 0

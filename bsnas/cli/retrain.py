@@ -19,7 +19,7 @@ from bsnas.errors import BsnasError
 from bsnas.report.tables import table_console
 from bsnas.report.text import plural
 from bsnas.search.budget import format_cost
-from bsnas.search.study import load_study
+from bsnas.search.study import load_record
 from bsnas.train.rundir import run_path
 
 __all__ = ["add_parser", "run", "retrain_spec"]
@@ -52,15 +52,13 @@ def retrain_spec(spec, run_path: Path, data, data_config, config, quiet: bool = 
     return train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint, quiet).to_dict()
 
 
-def _zoo_baselines(study, pattern: str | None) -> list[str]:
-    """Zoo models of the study's warm start (they fit the budget): those matching `pattern`, else those on the
-    front and the most accurate one."""
+def _zoo_baselines(record, pattern: str | None) -> list[str]:
+    """Zoo models of the warm start (they fit the budget): those matching `pattern`, else the most accurate one at
+    the top rung (at rung 0 when none got there)."""
     from optuna.trial import TrialState
 
-    from bsnas.search.front import pareto_trials
-
-    zoo = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-           if t.user_attrs.get("zoo") and t.user_attrs.get("status") != "infeasible"
+    zoo = [t for t in record.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+           if t.user_attrs.get("zoo") and t.user_attrs.get("status") not in ("infeasible", None)
            and t.user_attrs.get("width_fit") is None]
     if pattern == "none":
         return []
@@ -70,11 +68,8 @@ def _zoo_baselines(study, pattern: str | None) -> list[str]:
         except re.error as error:
             raise BsnasError(f"--zoo {pattern!r} is not a valid regular expression ({error}).") from None
         return sorted({t.user_attrs["zoo"] for t in zoo if regex.search(t.user_attrs["zoo"])})
-    front = {t.number for t in pareto_trials(study)}
-    chosen = {t.user_attrs["zoo"] for t in zoo if t.number in front}
-    if zoo:
-        chosen.add(max(zoo, key=lambda t: t.values[0]).user_attrs["zoo"])
-    return sorted(chosen)
+    best = record.best_zoo() or max(zoo, key=lambda t: t.values[0], default=None)
+    return [] if best is None else [best.user_attrs["zoo"]]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,12 +83,12 @@ def _run(args: argparse.Namespace, session) -> int:
     from bsnas.arch.zoo import get_spec
     from bsnas.nn.build import build_model
     from bsnas.nn.profile import measure_latency
-    from bsnas.search.front import pareto_trials, trial_spec
+    from bsnas.search.front import trial_number, trial_spec
     from bsnas.train.config import preset
     from bsnas.train.data import DataConfig, load_data
 
-    study = load_study(args.run_name, args.storage, args.runs_dir)
-    settings = study.user_attrs.get("config", {})
+    record = load_record(args.run_name, args.storage, args.runs_dir)
+    settings = record.study.user_attrs.get("config", {})
     changes = {}
     if args.epochs is not None:
         changes["epochs"] = args.epochs
@@ -102,12 +97,12 @@ def _run(args: argparse.Namespace, session) -> int:
     config = preset(args.preset, **changes)
     data_config = DataConfig(dataset=settings.get("dataset", "fashion-mnist"), data_root=settings.get("data_root"))
     data = load_data(data_config)
-    front = pareto_trials(study)
+    front = record.front()
     if not front:
-        raise BsnasError(f"study {args.run_name!r} has no feasible complete trial to retrain.")
-    entries = [("search", trial_spec(t), t.number) for t in front]
+        raise BsnasError(f"study {args.run_name!r} has no finished training to retrain.")
+    entries = [("zoo" if t.user_attrs.get("zoo") else "search", trial_spec(t), trial_number(t)) for t in front]
     entries += [("zoo", get_spec(name, data.num_classes, data.in_channels, data.image_size), None)
-                for name in _zoo_baselines(study, args.zoo)]
+                for name in _zoo_baselines(record, args.zoo) if name not in {spec.name for _, spec, _ in entries}]
     root = run_path(args.runs_dir, args.run_name) / "retrain"
     rows = []
     for index, (kind, spec, number) in enumerate(entries, 1):

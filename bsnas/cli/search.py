@@ -14,6 +14,7 @@ from bsnas.report.text import plural
 from bsnas.search.budget import check_budgets, parse_budget
 from bsnas.search.config import SAMPLERS, SearchConfig
 from bsnas.search.storage import HEARTBEAT_S, redact_url
+from bsnas.search.study import load_record
 from bsnas.search.workers import default_workers, prepare_search, run_workers
 from bsnas.space.decode import SearchSpace
 from bsnas.space.load import SHIPPED_SPACES, resolve_space
@@ -26,6 +27,7 @@ __all__ = ["add_parser", "run", "parse_duration"]
 
 DEFAULT_SPACE = "mobilenet"
 DEFAULT_TRIALS = 50
+DEFAULT_RUNGS, DEFAULT_ETA = 1, 3
 
 
 def parse_duration(text: str) -> float:
@@ -68,13 +70,19 @@ def add_parser(subparsers) -> None:
                         help="worker processes on this machine (default: one single-thread worker per core on CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default cores/workers)")
     parser.add_argument("--seed", type=int, default=0, help="sampler and training seed (default 0)")
-    parser.add_argument("--proxy-epochs", type=int, default=None,
-                        help=f"proxy training epochs (default: proxy preset, {PROXY.epochs})")
-    parser.add_argument("--proxy-images", type=int, default=None,
-                        help=f"training images of the proxy (default: proxy preset, {PROXY.train_subset})")
-    parser.add_argument("--proxy-val", type=int, default=None,
-                        help=f"score on a stratified subset of this many validation images (default: proxy preset, "
-                             f"{PROXY.val_subset or 'all'})")
+    fidelity = parser.add_argument_group("fidelity (rung 0 is the proxy; rung r trains eta**r times longer)")
+    fidelity.add_argument("--rungs", type=int, default=DEFAULT_RUNGS,
+                          help=f"fidelity rungs; 1 is a single-fidelity search (default {DEFAULT_RUNGS})")
+    fidelity.add_argument("--eta", type=int, default=DEFAULT_ETA,
+                          help=f"each rung trains eta times longer; the top 1/eta of every cost bin is promoted "
+                               f"(default {DEFAULT_ETA})")
+    fidelity.add_argument("--proxy-epochs", type=int, default=None,
+                          help=f"rung 0's training epochs (default: proxy preset, {PROXY.epochs})")
+    fidelity.add_argument("--proxy-images", type=int, default=None,
+                          help=f"rung 0's training images (default: proxy preset, {PROXY.train_subset})")
+    fidelity.add_argument("--proxy-val", type=int, default=None,
+                          help=f"rung 0 scores a stratified subset of this many validation images (default: proxy "
+                               f"preset, {PROXY.val_subset or 'all'})")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto for proxy training (default cpu)")
     parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                         help="do not enqueue the zoo models of the space's family first")
@@ -104,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                           data_root=args.data_root, proxy_epochs=args.proxy_epochs, proxy_images=args.proxy_images,
                           proxy_val=args.proxy_val, device=args.device, warm_start=args.warm_start,
                           zoo_pattern=args.zoo, population=args.population, threads=args.threads,
-                          heartbeat_s=args.heartbeat)
+                          heartbeat_s=args.heartbeat, rungs=args.rungs, eta=args.eta)
     started = time.perf_counter()
     space, study, enqueued = prepare_search(config, resolve_space(args.space))  # every check before any file
     _save_run_files(config, space)
@@ -114,9 +122,10 @@ def run(args: argparse.Namespace) -> int:
     if enqueued:
         print(f"warm start: {plural(len(enqueued), 'zoo model')} within {budget_text} in the first slots",
               file=sys.stderr)
-    with SearchProgress(trials, timeout, args.quiet) as progress:
+    record = load_record(name, config.storage_url)
+    with SearchProgress(record, trials, timeout, args.quiet) as progress:
         result = run_workers(config, space, on_update=progress)
-    print_report(result.study, config.run_dir)
+    print_report(record, config.run_dir)
     if not result.ok:
         print(f"bsnas: error: the search {name} stopped after {time.perf_counter() - started:.0f} s: {result.reason}; "
               "run the same command again to go on", file=sys.stderr)

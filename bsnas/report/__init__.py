@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bsnas.report.plots import plot_front
 from bsnas.report.trials import export_front, write_trials_csv
-
-if TYPE_CHECKING:
-    import optuna
+from bsnas.search.front import SearchRecord
 
 __all__ = ["ReportPaths", "write_report"]
 
@@ -23,9 +20,9 @@ class ReportPaths:
     exported: list[Path]
 
 
-def write_report(study: optuna.Study, run_dir: str | Path) -> ReportPaths:
+def write_report(record: SearchRecord, run_dir: str | Path) -> ReportPaths:
     """trials.csv, pareto/*.yaml and pareto.png under `run_dir`."""
     run_dir = Path(run_dir)
-    return ReportPaths(csv=write_trials_csv(study, run_dir / "trials.csv"), pareto_dir=run_dir / "pareto",
-                       plot=plot_front(study, run_dir / "pareto.png"),
-                       exported=export_front(study, run_dir / "pareto"))
+    return ReportPaths(csv=write_trials_csv(record, run_dir / "trials.csv"), pareto_dir=run_dir / "pareto",
+                       plot=plot_front(record, run_dir / "pareto.png"),
+                       exported=export_front(record, run_dir / "pareto"))

@@ -1,29 +1,30 @@
-"""The live view of a running search: trial i/N, feasible share, the front so far and the ETA on a terminal;
-one plain line per finished trial otherwise (stderr, so stdout stays free for results)."""
+"""The live view of a running search on a terminal (progress, the front so far, time left); one plain line
+per finished trial otherwise (stderr, so stdout stays free for results)."""
 
 from __future__ import annotations
 
 import sys
 import time
 
-from bsnas.search.front import pareto_trials, trial_spec
+from bsnas.search.front import SearchRecord, trial_number, trial_spec
 from bsnas.search.study import count_trials
 
 __all__ = ["SearchProgress"]
 
 
 class SearchProgress:
-    """Live view on a terminal (trial i/N, feasible share, front so far, ETA); plain lines otherwise."""
+    """Live view on a terminal; plain lines otherwise. Call it with anything (workers pass their study): it reads
+    the record afresh."""
 
-    def __init__(self, total: int | None, timeout: float | None, quiet: bool = False):
+    def __init__(self, record: SearchRecord, total: int | None, timeout: float | None, quiet: bool = False):
         from rich.console import Console
 
-        self.total, self.timeout, self.quiet = total, timeout, quiet
+        self.record, self.total, self.timeout, self.quiet = record, total, timeout, quiet
         self.console = Console(stderr=True)
         self.live_view = None
         self.start = time.perf_counter()
-        self.first_complete: int | None = None
-        self.last_complete = -1
+        self.first_done: int | None = None
+        self.last_line = ""
 
     def __enter__(self) -> SearchProgress:
         if self.console.is_terminal and not self.quiet:
@@ -37,47 +38,52 @@ class SearchProgress:
         if self.live_view is not None:
             self.live_view.stop()
 
-    def _eta(self, complete: int) -> str:
-        if self.first_complete is None:
-            self.first_complete = complete
+    def _left(self, done: int) -> str:
+        """Time left: the timeout's, or (without one) the trials left at the pace so far."""
         elapsed = time.perf_counter() - self.start
-        done = complete - self.first_complete
-        estimates = []
-        if self.total is not None and done > 0:
-            estimates.append(elapsed / done * max(self.total - complete, 0))
+        if self.first_done is None:
+            self.first_done = done
         if self.timeout is not None:
-            estimates.append(max(self.timeout - elapsed, 0))
-        if not estimates:
-            return "?"
-        seconds = min(estimates)
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+            seconds = max(self.timeout - elapsed, 0.0)
+        elif self.total is not None and done > self.first_done:
+            seconds = elapsed / (done - self.first_done) * max(self.total - done, 0)
+        else:
+            return "time left ?"
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s left"
 
-    def __call__(self, study) -> None:
-
+    def __call__(self, _study=None) -> None:
         if self.quiet:
             return
-        counts = count_trials(study)
-        complete = counts["complete"]
-        eta = self._eta(complete)
-        if complete == self.last_complete and self.live_view is None:
-            return
-        self.last_complete = complete
-        share = counts["feasible"] / complete if complete else 0.0
-        front = pareto_trials(study) if complete else []
-        total = self.total if self.total is not None else "?"
+        counts = count_trials(self.record.study)
+        done = counts["slots"] if self.total is not None else counts["complete"]
+        progress = f"trial {done}/{self.total}" if self.total is not None and self.timeout is None else \
+            f"{done} trials"
+        share = counts["feasible"] / counts["complete"] if counts["complete"] else 0.0
+        front = self.record.front() if counts["complete"] else []
         best = max(front, key=lambda t: t.values[0]) if front else None
-        best_text = f"best {best.values[0]:.2%} @ {best.values[1]:.3g}" if best else "no feasible trial yet"
-        line = (f"trial {complete}/{total}  running {counts['running']}  feasible {share:.0%}  "
-                f"trained {counts['trained']}  duplicates {counts['duplicate']}  front {len(front)} ({best_text})  "
-                f"ETA {eta}")
+        unit = self.record.unit
+        best_text = f"best {best.values[0]:.2%} at {best.values[1]:.3g} {unit}" if best else "nothing trained yet"
+        rungs = ""
+        if len(self.record.rungs) > 1:
+            trainings = self.record.trainings()
+            rungs = "  trainings per rung " + "/".join(str(sum(rung in t for t in trainings.values()))
+                                                        for rung in range(len(self.record.rungs)))
+        line = (f"{progress}  running {counts['running']}  feasible {share:.0%}  trained {counts['trained']}  "
+                f"duplicates {counts['duplicate']}{rungs}  front {len(front)} ({best_text})  {self._left(done)}")
         if self.live_view is None:
-            print(line, file=sys.stderr, flush=True)
+            status = line.rsplit("  ", 1)[0]
+            if status != self.last_line:  # one line when something changed, not one per poll
+                print(line, file=sys.stderr, flush=True)
+                self.last_line = status
             return
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=line, title_justify="left", show_edge=False)
-        for column in ("trial", "architecture", "val acc", "cost"):
+        table = Table(show_edge=False)
+        for column in ("trial", "architecture", "val acc", f"cost ({unit})"):
             table.add_column(column, justify="left" if column == "architecture" else "right", overflow="fold")
-        for trial in front[:12]:
-            table.add_row(str(trial.number), trial_spec(trial).name, f"{trial.values[0]:.2%}", f"{trial.values[1]:.4g}")
-        self.live_view.update(table)
+        for point in front[:12]:
+            table.add_row(str(trial_number(point)), trial_spec(point).name, f"{point.values[0]:.2%}",
+                          f"{point.values[1]:.4g}")
+        self.live_view.update(Group(Text(line), table))

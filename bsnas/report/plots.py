@@ -1,60 +1,75 @@
-"""pareto.png: accuracy against cost of every trial of a search, the front highlighted."""
+"""pareto.png: accuracy against cost of every training of a search, rung by rung, with the front and its knee."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from optuna.trial import TrialState
 
 from bsnas.search.budget import format_cost
-from bsnas.search.front import objective_unit, pareto_trials
-
-if TYPE_CHECKING:
-    import optuna
+from bsnas.search.front import SearchRecord, knee, trial_number
+from bsnas.search.promotion import results
 
 __all__ = ["plot_front"]
 
 
-def plot_front(study: optuna.Study, path: str | Path) -> Path:
-    """Accuracy vs cost of every complete trial; the front highlighted, zoo models marked, infeasible crossed."""
+def plot_front(record: SearchRecord, path: str | Path) -> Path:
+    """Every training (a marker per rung, a line linking a candidate's rungs), the candidates over budget on the
+    floor, zoo models outlined, the front of the top rung and its knee."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from optuna.trial import TrialState
 
-    kind, unit = objective_unit(study)
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    front = pareto_trials(study)
-    figure, axes = plt.subplots(figsize=(8, 5.5), dpi=110)
-    feasible = [t for t in trials if t.user_attrs.get("status") != "infeasible" and not t.user_attrs.get("zoo")]
-    infeasible = [t for t in trials if t.user_attrs.get("status") == "infeasible"]
-    zoo = [t for t in trials if t.user_attrs.get("zoo") and t.user_attrs.get("status") != "infeasible"]
-    if feasible:
-        axes.scatter([t.values[1] for t in feasible], [t.values[0] for t in feasible], s=18, c="0.55",
-                     label="searched")
-    if infeasible:  # not trained: drawn on the floor of the plot
-        accuracies = [t.values[0] for t in feasible + zoo] or [0.0]
-        floor = max(0.0, min(accuracies) - 0.02)
-        axes.scatter([t.values[1] for t in infeasible], [floor] * len(infeasible), s=14, c="0.8",
-                     marker="x", label="over budget (not trained)")
-    if zoo:
-        axes.scatter([t.values[1] for t in zoo], [t.values[0] for t in zoo], s=42, marker="^", c="tab:blue",
-                     label="zoo (warm start)")
+    figure, axes = plt.subplots(figsize=(8.5, 5.8), dpi=110)
+    colors = plt.get_cmap("viridis")
+    by_rung = [results(study) for study in record.rungs]
+    trained = [t for rung in by_rung for t in rung]
+    for rungs in record.trainings().values():  # a candidate's climb: one line through its rungs
+        if len(rungs) > 1:
+            points = [rungs[r] for r in sorted(rungs)]
+            axes.plot([p.values[1] for p in points], [p.values[0] for p in points], c="0.75", lw=0.8, zorder=1)
+    for rung, tickets in enumerate(by_rung):
+        if not tickets:
+            continue
+        color = "0.55" if len(by_rung) == 1 else colors(rung / max(len(by_rung) - 1, 1))
+        size = 16 + 22 * rung
+        plain = [t for t in tickets if not t.user_attrs.get("zoo")]
+        zoo = [t for t in tickets if t.user_attrs.get("zoo")]
+        label = "trained" if len(by_rung) == 1 else f"rung {rung}"
+        if plain:
+            axes.scatter([t.values[1] for t in plain], [t.values[0] for t in plain], s=size, color=color,
+                         label=label, zorder=2)
+        if zoo:
+            axes.scatter([t.values[1] for t in zoo], [t.values[0] for t in zoo], s=size * 2.2, marker="^",
+                         color=color, edgecolors="tab:blue", linewidths=1.2, zorder=3,
+                         label=f"zoo ({label})" if len(by_rung) > 1 else "zoo (warm start)")
+    infeasible = [t for t in record.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                  if t.user_attrs.get("status") == "infeasible"]
+    if infeasible:  # never trained: drawn on the floor of the plot
+        floor = max(0.0, min((t.values[0] for t in trained), default=0.0) - 0.02)
+        axes.scatter([t.values[1] for t in infeasible], [floor] * len(infeasible), s=14, c="0.8", marker="x",
+                     label="over budget (not trained)")
+    front = record.front()
     if front:
-        axes.plot([t.values[1] for t in front], [t.values[0] for t in front], "-o", c="tab:red", ms=6,
-                  drawstyle="steps-post", label="Pareto front")
-        for t in front:
-            axes.annotate(str(t.number), (t.values[1], t.values[0]), textcoords="offset points", xytext=(4, 4),
-                          fontsize=7, color="tab:red")
-    budgets = study.user_attrs.get("settings", {}).get("budgets", [])
-    for budget_kind, limit in budgets:
-        if budget_kind == kind:
-            scale = 1e-6 if kind in ("flops", "params") else 1.0
-            axes.axvline(limit * scale, ls="--", c="0.4", lw=1, label=f"budget {format_cost(kind, limit)}")
+        axes.plot([t.values[1] for t in front], [t.values[0] for t in front], "-", c="tab:red", lw=1.5,
+                  drawstyle="steps-post", zorder=4, label=f"front (rung {record.top})" if len(by_rung) > 1
+                  else "Pareto front")
+        for point in front:
+            axes.annotate(str(trial_number(point)), (point.values[1], point.values[0]), textcoords="offset points",
+                          xytext=(4, 4), fontsize=7, color="tab:red")
+        bend = front[knee(front)]
+        axes.scatter([bend.values[1]], [bend.values[0]], s=190, marker="*", c="gold", edgecolors="tab:red",
+                     zorder=5, label=f"knee (trial {trial_number(bend)})")
+    for budget_kind, limit in record.study.user_attrs.get("settings", {}).get("budgets", []):
+        if budget_kind == record.objective:
+            scale = 1e-6 if budget_kind in ("flops", "params") else 1.0
+            axes.axvline(limit * scale, ls="--", c="0.4", lw=1, label=f"budget {format_cost(budget_kind, limit)}")
     axes.set_xscale("log")
-    axes.set_xlabel(f"cost ({unit})")
-    axes.set_ylabel("validation accuracy (proxy)")
-    axes.set_title(f"bsnas search {study.study_name}: {len(trials)} trials")
+    axes.set_xlabel(f"cost ({record.unit})")
+    axes.set_ylabel("validation accuracy" + (" (proxy)" if len(by_rung) == 1 else " at each rung"))
+    trials = len(record.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    axes.set_title(f"bsnas search {record.name}: {trials} trials, {len(trained)} trainings")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     path = Path(path)
@@ -63,5 +78,3 @@ def plot_front(study: optuna.Study, path: str | Path) -> Path:
     figure.savefig(path)
     plt.close(figure)
     return path
-
-

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from bsnas.report.text import plural
 from bsnas.search.budget import format_cost
-from bsnas.search.front import objective_unit, pareto_trials, trial_spec
-
-if TYPE_CHECKING:
-    import optuna
+from bsnas.search.front import SearchRecord, knee, trial_number, trial_spec
 
 __all__ = ["front_table", "print_report", "table_console"]
 
@@ -22,36 +19,58 @@ def table_console(file=None):
     return console if console.is_terminal else Console(file=file, width=160)
 
 
-def front_table(study: optuna.Study, title: str | None = None):
-    """A rich Table of the front: trial, name, accuracy, cost, FLOPs, params, latency."""
+def front_table(record: SearchRecord, title: str | None = None):
+    """A rich Table of the front at the top rung: trial, architecture (the knee and zoo models marked), accuracy
+    (with rung 0's proxy score beside it in a multi-fidelity search), FLOPs, params, latency when measured."""
     from rich.table import Table
 
-    kind, unit = objective_unit(study)
-    table = Table(title=title or f"Pareto front of {study.study_name}", title_justify="left")
-    for column in ("trial", "architecture", "val acc", "FLOPs", "params", "latency", "blocks"):
+    front = record.front()
+    trainings = record.trainings()
+    rung = record.top
+    measured = any(point.user_attrs.get("latency_ms") is not None for point in front)
+    table = Table(title=title or f"Pareto front of {record.name}" + (f" at rung {rung}" if len(record.rungs) > 1
+                                                                      else ""), title_justify="left")
+    columns = ["trial", "architecture", f"val acc (rung {rung})" if len(record.rungs) > 1 else "val acc (proxy)"]
+    columns += ["proxy acc (rung 0)"] * (len(record.rungs) > 1) + ["FLOPs", "params"] + ["latency"] * measured
+    for column in [*columns, "blocks"]:
         if column == "architecture":
             table.add_column(column, overflow="fold", min_width=20)
         else:
             table.add_column(column, justify="right", no_wrap=True)
-    for trial in pareto_trials(study):
-        attrs = trial.user_attrs
-        spec = trial_spec(trial)
-        table.add_row(str(trial.number), spec.name, f"{trial.values[0]:.2%}", format_cost("flops", attrs.get("flops")),
-                      format_cost("params", attrs.get("params")), format_cost("latency", attrs.get("latency_ms")),
-                      str(len(spec.blocks)))
+    bend = knee(front) if front else None
+    for index, point in enumerate(front):
+        attrs = point.user_attrs
+        spec = trial_spec(point)
+        name = spec.name + (" (zoo)" if attrs.get("zoo") else "") + (" (knee)" if index == bend else "")
+        row = [str(trial_number(point)), name, f"{point.values[0]:.2%}"]
+        if len(record.rungs) > 1:
+            row.append(f"{trainings[attrs['spec_hash']][0].values[0]:.2%}")
+        row += [format_cost("flops", attrs.get("flops")), format_cost("params", attrs.get("params"))]
+        if measured:
+            row.append(format_cost("latency", attrs.get("latency_ms")))
+        table.add_row(*row, str(len(spec.blocks)))
     return table
 
 
-def print_report(study, run_dir: Path, stream=None) -> None:
-    """Write trials.csv, pareto/*.yaml and pareto.png and print the front table."""
+def print_report(record: SearchRecord, run_dir: Path, stream=None) -> None:
+    """Write trials.csv, pareto/*.yaml and pareto.png and print the front table and a summary."""
     from bsnas.report import write_report
     from bsnas.search.study import count_trials
 
-    paths = write_report(study, run_dir)
+    paths = write_report(record, run_dir)
     console = table_console(stream)
-    console.print(front_table(study))
-    counts = count_trials(study)
+    console.print(front_table(record))
+    zoo = record.best_zoo()
+    if zoo is not None and all(trial_number(p) != trial_number(zoo) for p in record.front()):
+        console.print(f"best zoo model at rung {record.top}: {zoo.user_attrs['zoo']}, {zoo.values[0]:.2%} at "
+                      f"{format_cost('flops', zoo.user_attrs.get('flops'))} (dominated by the front)",
+                      highlight=False, soft_wrap=True)
+    counts = count_trials(record.study)
     share = counts["feasible"] / counts["complete"] if counts["complete"] else 0.0
-    console.print(f"{counts['complete']} complete trials ({share:.0%} within budget, {counts['trained']} trained, "
-                  f"{counts['duplicate']} duplicates reused, {counts['fail']} failed); wrote {paths.csv}, "
-                  f"{paths.plot} and {len(paths.exported)} specs in {paths.pareto_dir}/", highlight=False)
+    trainings = sum(len(r) for r in record.trainings().values())
+    console.print(f"{plural(counts['complete'], 'complete trial')} ({share:.0%} within budget, "
+                  f"{counts['trained']} trained, {plural(counts['duplicate'], 'duplicate')} reused, "
+                  f"{counts['fail']} failed), {plural(trainings, 'training')} over "
+                  f"{plural(len(record.rungs), 'rung')}; "
+                  f"wrote {paths.csv}, {paths.plot} and {plural(len(paths.exported), 'spec')} in {paths.pareto_dir}/",
+                  highlight=False, soft_wrap=True)

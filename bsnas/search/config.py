@@ -47,6 +47,8 @@ class SearchConfig:
     population: int = 16  # NSGA-II population size
     threads: int | None = None  # torch threads per worker; None: cores // workers
     heartbeat_s: int = HEARTBEAT_S  # seconds between a worker's heartbeats; a dead worker's trial is failed after four
+    rungs: int = 1  # fidelity rungs: rung r trains eta**r times longer than rung 0 (1: single-fidelity)
+    eta: int = 3  # the top 1/eta of a rung (per cost bin) is promoted to a rung eta times longer
 
     def __post_init__(self) -> None:
         run_path(self.runs_dir, self.name)  # a name that stays inside the runs folder
@@ -57,7 +59,8 @@ class SearchConfig:
         if self.trials is None and self.timeout is None:
             raise BsnasError("give --trials N or --timeout, or both.")
         limits = {"trials": (1, 10**6), "workers": (1, 256), "threads": (1, 1024), "population": (2, 10**4),
-                  "proxy_epochs": (1, 10**4), "proxy_images": (1, 10**8), "proxy_val": (1, 10**8)}
+                  "proxy_epochs": (1, 10**4), "proxy_images": (1, 10**8), "proxy_val": (1, 10**8), "rungs": (1, 8),
+                  "eta": (2, 10)}
         for name, (low, high) in limits.items():
             value = getattr(self, name)
             if value is not None and (type(value) is not int or not low <= value <= high):
@@ -85,7 +88,7 @@ class SearchConfig:
         """What must stay the same when a study is resumed or joined: every setting a trial's result depends on."""
         return {"budgets": [[b.kind, b.limit] for b in self.budgets], "objective": self.objective,
                 "dataset": self.dataset, "seed": self.seed, "proxy_epochs": self.proxy_epochs,
-                "proxy_images": self.proxy_images, "proxy_val": self.proxy_val}
+                "proxy_images": self.proxy_images, "proxy_val": self.proxy_val, "rungs": self.rungs, "eta": self.eta}
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as stored (study attributes, runs/<RUN>/search.yaml): the storage URL without password."""

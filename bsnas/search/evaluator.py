@@ -8,6 +8,7 @@ memory is an `Evaluation` with that status and the reason, never an exception th
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from dataclasses import dataclass
 from typing import Any
@@ -34,18 +35,20 @@ _DATA_CACHE: dict[Any, Any] = {}
 
 @dataclass(frozen=True)
 class ProxyEvaluator:
-    """Proxy training (the `proxy` preset of `bsnas.train`) on the training split, scored on validation.
+    """Proxy training (the `proxy` preset of `bsnas.train`) on the training split, scored on validation, at a rung
+    of fidelity: rung r trains `eta`^r times longer than rung 0 (`rung_config`).
 
     Picklable, so that worker processes get their own; the data load once per process.
     """
 
     dataset: str = "fashion-mnist"
     data_root: str | None = None
-    epochs: int | None = None
-    images: int | None = None
+    epochs: int | None = None  # rung 0's epochs (None: the preset's)
+    images: int | None = None  # rung 0's training images (None: the preset's train_subset)
     device: str = "cpu"
     seed: int = 0
-    val_images: int | None = None
+    val_images: int | None = None  # rung 0's validation images (None: the preset's val_subset)
+    eta: int = 3  # each rung trains eta times longer than the one below
 
     def data(self):
         """The dataset, loaded once per process."""
@@ -56,24 +59,30 @@ class ProxyEvaluator:
             _DATA_CACHE[key] = load_data(DataConfig(dataset=self.dataset, data_root=self.data_root))
         return _DATA_CACHE[key]
 
-    def train_config(self):
-        """The proxy preset with this evaluator's changes."""
+    def train_config(self, rung: int = 0):
+        """The training of `rung`: the proxy preset (with this evaluator's changes) at rung 0; each rung above
+        trains on `eta` times more images, and once they are all in use, for more epochs. Validation grows with
+        the rung too (less noise where candidates are closer), up to the whole split."""
         from bsnas.train.config import preset
 
-        changes: dict[str, Any] = {"device": self.device, "seed": self.seed}
-        for field_name, value in (("epochs", self.epochs), ("train_subset", self.images),
-                                  ("val_subset", self.val_images)):
-            if value is not None:
-                changes[field_name] = value
-        return preset("proxy", **changes)
+        data = self.data()
+        base = preset("proxy", device=self.device, seed=self.seed,
+                      **{name: value for name, value in (("epochs", self.epochs), ("train_subset", self.images),
+                                                         ("val_subset", self.val_images)) if value is not None})
+        available = len(data.train)
+        images = min(available, (base.train_subset or available) * self.eta ** rung)
+        passes = (base.train_subset or available) * base.epochs * self.eta ** rung
+        epochs = max(base.epochs, round(passes / images))
+        val = None if base.val_subset is None else min(len(data.val), base.val_subset * self.eta ** rung)
+        return dataclasses.replace(base, train_subset=images, epochs=epochs, val_subset=val)
 
-    def __call__(self, spec: ArchSpec) -> Evaluation:
+    def __call__(self, spec: ArchSpec, rung: int = 0) -> Evaluation:
         import torch
 
         from bsnas.nn.build import build_model
         from bsnas.train.loop import train
 
-        config = self.train_config()
+        config = self.train_config(rung)
         try:
             torch.manual_seed(config.seed)  # the initial weights, so that a trial can be reproduced
             result = train(build_model(spec), self.data(), config)

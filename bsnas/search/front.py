@@ -1,83 +1,137 @@
-"""The Pareto front of a search study and the picks from it (max-acc, knee, min-cost, trial:N).
+"""A search as stored, its Pareto front at the highest rung reached, and the picks from it.
 
-The front is Optuna's (`study.best_trials`: feasible trials no other feasible trial dominates in
-validation accuracy and cost), with repeated architectures (same spec hash) kept once.
+`SearchRecord` opens a search's study (one trial per sampled candidate) with its rung studies (one ticket per
+training, `bsnas.search.rungs`). The front is the set of trainings at the highest rung that holds any, that no
+other training there dominates in validation accuracy and cost, one per architecture, cheapest first: with one
+rung that is the front of the proxy scores, with several it is what the longest trainings say. Picks:
+max-acc, knee, min-cost (from the front) and trial:N (any trial of the search, by its number).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from bsnas.arch.spec import ArchSpec
 from bsnas.arch.validate import spec_from_dict
 from bsnas.errors import BsnasError
+from bsnas.search.promotion import results, top_rung
 
-if TYPE_CHECKING:
-    import optuna
-    from optuna.trial import FrozenTrial
-
-__all__ = ["PICKS", "objective_unit", "pareto_trials", "pick_trial", "trial_spec", "knee_index"]
+__all__ = ["PICKS", "SearchRecord", "knee", "knee_index", "pick", "trial_number", "trial_spec"]
 
 PICKS = ("max-acc", "knee", "min-cost", "trial:N")
-
-
-def objective_unit(study: optuna.Study) -> tuple[str, str]:
-    """(cost kind, unit) of the study's second objective."""
-    kind = study.user_attrs.get("config", {}).get("objective", "flops")
-    return kind, {"flops": "MFLOPs", "params": "Mparams", "latency": "ms"}[kind]
+UNITS = {"flops": "MFLOPs", "params": "Mparams", "latency": "ms"}
 
 
 def trial_spec(trial: FrozenTrial) -> ArchSpec:
-    """The ArchSpec a trial evaluated, from its user attributes (no re-sampling)."""
+    """The ArchSpec a trial or training evaluated, from its user attributes (no re-sampling)."""
     text = trial.user_attrs.get("spec")
     if text is None:
         raise BsnasError(f"trial {trial.number} holds no architecture (it did not finish).")
     return spec_from_dict(json.loads(text), source=f"trial {trial.number}")
 
 
-def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Feasible, non-dominated trials by increasing cost, one per architecture."""
-    seen: set[str] = set()
-    front = []
-    for trial in sorted(study.best_trials, key=lambda t: (t.values[1], -t.values[0], t.number)):
-        if trial.user_attrs.get("status") == "infeasible":
-            continue
-        digest = trial.user_attrs.get("spec_hash")
-        if digest in seen:
-            continue
-        seen.add(digest)
-        front.append(trial)
-    return front
+def trial_number(trial: FrozenTrial) -> int:
+    """The search trial a training (or trial) belongs to: the number users see and pick with trial:N."""
+    return trial.user_attrs.get("trial", trial.number)
 
 
-def pick_trial(study: optuna.Study, pick: str = "knee") -> FrozenTrial:
-    """One trial: `max-acc`, `min-cost`, `knee` (front point farthest from the line between its ends) or `trial:N`."""
-    if pick.startswith("trial:"):
+def _dominated(point: FrozenTrial, others: list[FrozenTrial]) -> bool:
+    (acc, cost) = point.values
+    return any(o.values[0] >= acc and o.values[1] <= cost and tuple(o.values) != (acc, cost) for o in others)
+
+
+@dataclass
+class SearchRecord:
+    """A search as stored: its study and its rung studies (trainings at rung 0, 1, ...)."""
+
+    study: optuna.Study
+    rungs: list[optuna.Study]
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    @property
+    def objective(self) -> str:
+        return self.study.user_attrs.get("config", {}).get("objective", "flops")
+
+    @property
+    def unit(self) -> str:
+        return UNITS[self.objective]
+
+    @property
+    def top(self) -> int:
+        """The highest rung with a finished training."""
+        return top_rung(self.rungs)
+
+    def front(self, rung: int | None = None) -> list[FrozenTrial]:
+        """Non-dominated trainings at `rung` (default the top one), one per architecture, cheapest first."""
+        done = results(self.rungs[self.top if rung is None else rung])
+        front, seen = [], set()
+        for ticket in sorted(done, key=lambda t: (t.values[1], -t.values[0], t.number)):
+            if ticket.user_attrs["spec_hash"] in seen or _dominated(ticket, done):
+                continue
+            seen.add(ticket.user_attrs["spec_hash"])
+            front.append(ticket)
+        return front
+
+    def trainings(self) -> dict[str, dict[int, FrozenTrial]]:
+        """spec hash -> rung -> the finished training there."""
+        found: dict[str, dict[int, FrozenTrial]] = {}
+        for rung, study in enumerate(self.rungs):
+            for ticket in results(study):
+                found.setdefault(ticket.user_attrs["spec_hash"], {})[rung] = ticket
+        return found
+
+    def trial(self, number: int) -> FrozenTrial:
+        trials = self.study.get_trials(deepcopy=False)
+        if not 0 <= number < len(trials):
+            raise BsnasError(f"the study {self.name!r} has no trial {number}.")
+        return trials[number]
+
+    def best_zoo(self) -> FrozenTrial | None:
+        """The most accurate zoo model at the top rung (the same fidelity as the front), if one got there."""
+        zoo = [t for t in results(self.rungs[self.top]) if t.user_attrs.get("zoo")]
+        return max(zoo, key=lambda t: (t.values[0], -t.values[1]), default=None)
+
+
+def pick(record: SearchRecord, choice: str = "knee") -> FrozenTrial:
+    """One architecture: `max-acc`, `min-cost`, `knee` of the front (the point farthest above the line between
+    its ends, on log cost) or `trial:N`, any trial of the search."""
+    if choice.startswith("trial:"):
         try:
-            number = int(pick.partition(":")[2])
+            number = int(choice.partition(":")[2])
         except ValueError:
-            raise BsnasError(f"--pick {pick!r}: trial:N needs a trial number, e.g. trial:12.") from None
-        trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
-        if not trials:
-            raise BsnasError(f"--pick {pick!r}: the study has no trial {number}.")
-        trial = trials[0]
+            raise BsnasError(f"--pick {choice!r}: trial:N needs a trial number, e.g. trial:12.") from None
+        trial = record.trial(number)
         if trial.user_attrs.get("status") == "infeasible":
-            raise BsnasError(f"--pick {pick!r}: trial {number} is over the budget ({trial.user_attrs.get('reason')}).")
-        if trial.user_attrs.get("spec") is None:
-            raise BsnasError(f"--pick {pick!r}: trial {number} did not finish.")
+            raise BsnasError(f"--pick {choice!r}: trial {number} is over the budget "
+                             f"({trial.user_attrs.get('reason')}).")
+        if trial.user_attrs.get("spec") is None or trial.state != TrialState.COMPLETE:
+            raise BsnasError(f"--pick {choice!r}: trial {number} did not finish.")
         return trial
-    if pick not in PICKS:
-        raise BsnasError(f"--pick {pick!r} is not one of {', '.join(PICKS)}.")
-    front = pareto_trials(study)
+    if choice not in PICKS:
+        raise BsnasError(f"--pick {choice!r} is not one of {', '.join(PICKS)}.")
+    front = record.front()
     if not front:
-        raise BsnasError(f"study {study.study_name!r} has no feasible complete trial yet.")
-    if pick == "min-cost":
+        raise BsnasError(f"study {record.name!r} has no finished training yet.")
+    if choice == "min-cost":
         return front[0]
-    if pick == "max-acc" or len(front) < 3:
+    if choice == "max-acc":
         return max(front, key=lambda t: (t.values[0], -t.values[1]))
-    return front[knee_index([(t.values[1], t.values[0]) for t in front])]
+    return front[knee(front)]
+
+
+def knee(front: list[FrozenTrial]) -> int:
+    """Index of the knee of a front (the most accurate point when it has fewer than three)."""
+    if len(front) < 3:
+        return max(range(len(front)), key=lambda i: (front[i].values[0], -front[i].values[1]))
+    return knee_index([(t.values[1], t.values[0]) for t in front])
 
 
 def knee_index(points: list[tuple[float, float]]) -> int:
@@ -92,5 +146,3 @@ def knee_index(points: list[tuple[float, float]]) -> int:
     norm = math.hypot(x1 - x0, y1 - y0) or 1.0
     above = [((x1 - x0) * (y - y0) - (x - x0) * (y1 - y0)) / norm for x, y in zip(xs, ys, strict=True)]
     return max(range(len(points)), key=lambda i: above[i])
-
-

@@ -30,7 +30,7 @@ from bsnas.space.decode import SearchSpace
 __all__ = ["make_objective"]
 
 def make_objective(space: SearchSpace, budgets: tuple[Budget, ...], objective: str,
-                   evaluate: Callable[[ArchSpec], Evaluation], trainings: optuna.Study, seed: int = 0,
+                   evaluate: Callable[[ArchSpec, int], Evaluation], trainings: optuna.Study, seed: int = 0,
                    device: str = "cpu", slotted: bool = True,
                    poll_s: float = 1.0) -> Callable[[optuna.Trial], tuple[float, float]]:
     """The Optuna objective: (validation accuracy, cost). A feasible architecture is trained once (a ticket of the

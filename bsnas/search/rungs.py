@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 
 import optuna
@@ -32,8 +33,8 @@ from bsnas.arch.spec import ArchSpec
 from bsnas.arch.validate import spec_from_dict
 from bsnas.search.evaluator import TRAINING_FAILURES, Evaluation
 
-__all__ = ["TrialFailed", "rung_study_name", "open_rung_study", "queue_ticket", "run_queued_ticket", "ticket_owner",
-           "train_once"]
+__all__ = ["CANDIDATE_ATTRS", "TrialFailed", "candidate_attrs", "rung_study_name", "open_rung_study", "queue_ticket",
+           "run_queued_ticket", "ticket_owner", "train_once"]
 
 
 class TrialFailed(Exception):
@@ -50,8 +51,11 @@ def open_rung_study(storage, name: str, rung: int) -> optuna.Study:
     study = optuna.create_study(study_name=rung_study_name(name, rung), storage=storage,
                                 directions=["maximize", "minimize"], load_if_exists=True)
     if not study.user_attrs.get("rung_of"):
-        study.set_metric_names([f"val_accuracy_rung{rung}", "cost"])
+        with warnings.catch_warnings():  # metric names are "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([f"val_accuracy_rung{rung}", "cost"])
         study.set_user_attr("rung_of", name)
+        study.set_user_attr("rung", rung)
     return study
 
 
@@ -69,7 +73,8 @@ def ticket_owner(study: optuna.Study, digest: str, before: int | None = None) ->
     return None
 
 
-def _train_ticket(ticket: optuna.Trial, evaluate: Callable[[ArchSpec], Evaluation], seed: int) -> tuple[float, float]:
+def _train_ticket(ticket: optuna.Trial, evaluate: Callable[[ArchSpec, int], Evaluation], seed: int,
+                  rung: int) -> tuple[float, float]:
     """The objective of a ticket: train the spec it holds unless a lower-numbered ticket owns that training."""
     import torch
 
@@ -84,7 +89,7 @@ def _train_ticket(ticket: optuna.Trial, evaluate: Callable[[ArchSpec], Evaluatio
     for key, value in {"status": "training", "worker": f"{socket.gethostname()}:{os.getpid()}", "seed": seed,
                        "threads": torch.get_num_threads(), "torch": torch.__version__}.items():
         ticket.set_user_attr(key, value)
-    result = evaluate(spec_from_dict(json.loads(held["spec"]), source=f"ticket {ticket.number}"))
+    result = evaluate(spec_from_dict(json.loads(held["spec"]), source=f"ticket {ticket.number}"), rung)
     ticket.set_user_attr("train_seconds", result.seconds)
     if result.status != "completed":
         ticket.set_user_attr("status", result.status)
@@ -94,18 +99,28 @@ def _train_ticket(ticket: optuna.Trial, evaluate: Callable[[ArchSpec], Evaluatio
     return result.accuracy, held["cost"]
 
 
+CANDIDATE_ATTRS = ("spec", "spec_hash", "flops", "params", "latency_ms", "width_fit", "zoo", "trial", "cost")
+
+
+def candidate_attrs(ticket: FrozenTrial) -> dict:
+    """What a ticket says about its candidate (not about its training), to queue it at another rung."""
+    return {key: ticket.user_attrs[key] for key in CANDIDATE_ATTRS if key in ticket.user_attrs}
+
+
 def queue_ticket(study: optuna.Study, attrs: dict) -> None:
     """Queue a training of `attrs["spec"]` (attributes of a candidate, with `cost`), in one write."""
     study.enqueue_trial({}, user_attrs=attrs, skip_if_exists=False)
 
 
-def run_queued_ticket(study: optuna.Study, evaluate: Callable[[ArchSpec], Evaluation], seed: int) -> None:
-    """Take the lowest queued ticket of the study and train it (or prune it, when another ticket owns it)."""
-    study.optimize(lambda ticket: _train_ticket(ticket, evaluate, seed), n_trials=1, catch=(TrialFailed,),
+def run_queued_ticket(study: optuna.Study, evaluate: Callable[[ArchSpec, int], Evaluation], seed: int) -> None:
+    """Take the lowest queued ticket of the study and train it at the study's rung (or prune it, when another
+    ticket owns that training)."""
+    rung = study.user_attrs["rung"]
+    study.optimize(lambda ticket: _train_ticket(ticket, evaluate, seed, rung), n_trials=1, catch=(TrialFailed,),
                    gc_after_trial=False)
 
 
-def train_once(study: optuna.Study, attrs: dict, evaluate: Callable[[ArchSpec], Evaluation], seed: int,
+def train_once(study: optuna.Study, attrs: dict, evaluate: Callable[[ArchSpec, int], Evaluation], seed: int,
                poll_s: float = 1.0) -> FrozenTrial:
     """The finished ticket holding the result of training `attrs["spec"]` at this study's rung: trained here if no
     other worker owns it, else awaited (training other queued tickets meanwhile). Every wait is bounded: an owner

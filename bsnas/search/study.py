@@ -31,12 +31,15 @@ from bsnas.search.budget import Budget
 from bsnas.search.candidate import over_budget
 from bsnas.search.config import COST_UNITS, SearchConfig, config_from_dict
 from bsnas.search.evaluator import TRAINING_FAILURES
+from bsnas.search.front import SearchRecord
+from bsnas.search.rungs import open_rung_study
 from bsnas.search.storage import open_storage, redact_url
 from bsnas.space.decode import SearchSpace
 from bsnas.space.invert import params_of
 from bsnas.space.load import space_from_dict
 
-__all__ = ["STARTED", "create_study", "join_study", "load_study", "zoo_slots", "set_zoo_slots", "queue_slots",
+__all__ = ["STARTED", "create_study", "join_study", "load_record", "load_study", "zoo_slots", "set_zoo_slots",
+           "queue_slots",
            "slot_owner",
            "count_trials", "slots_done", "recover_dead_trials", "quiet_optuna"]
 
@@ -101,6 +104,11 @@ def join_study(name: str, storage: str, **changes) -> tuple[SearchConfig, Search
 
 def load_study(name: str, storage: str | None = None, runs_dir: str = "runs") -> optuna.Study:
     """Open an existing study (`runs/<name>/study.db` unless `storage` is given)."""
+    return load_record(name, storage, runs_dir, rungs=False).study
+
+
+def load_record(name: str, storage: str | None = None, runs_dir: str = "runs", rungs: bool = True) -> SearchRecord:
+    """Open an existing search: its study and its rung studies (`runs/<name>/study.db` unless `storage`)."""
     from bsnas.train.rundir import run_path
 
     quiet_optuna()
@@ -108,10 +116,13 @@ def load_study(name: str, storage: str | None = None, runs_dir: str = "runs") ->
     if storage is None and not path.exists():
         raise BsnasError(f"{path} does not exist; run `bsnas search --name {name}` first or pass --storage.")
     url = storage or f"sqlite:///{path}"
+    opened = open_storage(url)
     try:
-        return optuna.load_study(study_name=name, storage=open_storage(url))
+        study = optuna.load_study(study_name=name, storage=opened)
     except KeyError:
         raise BsnasError(f"no study named {name!r} in {redact_url(url)}.") from None
+    count = study.user_attrs.get("config", {}).get("rungs", 1) if rungs else 0
+    return SearchRecord(study, [open_rung_study(opened, name, rung) for rung in range(count)])
 
 
 def zoo_slots(space: SearchSpace, budgets: tuple[Budget, ...], pattern: str | None = None) -> list[tuple[str, dict]]:

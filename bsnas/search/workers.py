@@ -18,16 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from bsnas.arch.cost import cost
 from bsnas.arch.spec import ArchSpec
 from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget, format_cost
+from bsnas.search.candidate import cost_value
 from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
 from bsnas.search.objective import make_objective
-from bsnas.search.rungs import TrialFailed, open_rung_study, run_queued_ticket
+from bsnas.search.promotion import next_promotion, results, top_rung
+from bsnas.search.rungs import TrialFailed, candidate_attrs, open_rung_study, queue_ticket, run_queued_ticket
 from bsnas.search.storage import grace_period, open_storage
 from bsnas.search.study import (
     count_trials,
@@ -40,7 +42,8 @@ from bsnas.search.study import (
 from bsnas.space.decode import SearchSpace
 from bsnas.space.summary import extreme_point, smallest_cost
 
-__all__ = ["SearchResult", "check_space_fits", "default_workers", "prepare_search", "run_search", "run_workers"]
+__all__ = ["SearchResult", "check_space_fits", "default_workers", "prepare_search", "run_search", "run_workers",
+           "zoo_reference"]
 
 
 def default_workers(device: str = "cpu") -> int:
@@ -195,12 +198,19 @@ def _worker_process(config: SearchConfig, space: SearchSpace, index: int, thread
 
 
 def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | None, deadline: float | None,
-           evaluate: Callable[[ArchSpec], Evaluation] | None = None,
+           evaluate: Callable[[ArchSpec, int], Evaluation] | None = None,
            on_update: Callable[[optuna.Study], None] | None = None) -> None:
-    """One worker: take queued trials (sample new ones without --trials) until there is nothing left to do.
+    """One worker: until there is nothing left to do, take the next job, in this order (ASHA's: a free worker
+    first trains what earned promotion, else it samples a new candidate):
 
-    It stops when every slot is done, or at the deadline (a trial that started runs to its end). While other
-    workers' trials run and nothing is queued it waits a heartbeat at a time: one of them may die, and its trial
+    1. a queued training, highest rung first (a promotion, or a training whose worker died);
+    2. a candidate that earned promotion (`bsnas.search.promotion`): it queues it at the next rung;
+    3. a queued trial of the search (a slot; without --trials a new sample until the timeout);
+    4. when every slot is done and nothing is promoted any more: the best zoo model at the top rung reached, if
+       it is not there yet, so that the report compares at equal fidelity.
+
+    It stops when nothing is left, or at the deadline (a training that started runs to its end). While other
+    workers' jobs run and nothing is queued it waits a heartbeat at a time: one of them may die, and its job
     comes back to the queue once its heartbeats have been missing for the grace period.
     """
     import torch
@@ -209,30 +219,56 @@ def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | 
         torch.set_num_threads(threads)
     storage = open_storage(config.storage_url, config.heartbeat_s)
     study = create_study(config, space, index, storage)
-    trainings = open_rung_study(storage, config.name, 0)
+    rungs = [open_rung_study(storage, config.name, rung) for rung in range(config.rungs)]
     if evaluate is None:
         evaluate = ProxyEvaluator(config.dataset, config.data_root, config.proxy_epochs, config.proxy_images,
-                                  config.device, config.seed, config.proxy_val)
-    objective = make_objective(space, config.budgets, config.objective, evaluate, trainings, config.seed,
+                                  config.device, config.seed, config.proxy_val, config.eta)
+    objective = make_objective(space, config.budgets, config.objective, evaluate, rungs[0], config.seed,
                                config.device, slotted=config.trials is not None)
+    budget = next((cost_value(b.kind, b.limit) for b in config.budgets if b.kind == config.objective), None)
     callbacks = [lambda s, t: on_update(s)] if on_update else []
     grace = grace_period(config.heartbeat_s)
     while deadline is None or time.time() < deadline:
         recover_dead_trials(study, grace)
-        optuna.storages.fail_stale_trials(trainings)
-        if any(t.state == TrialState.WAITING for t in trainings.get_trials(deepcopy=False)):
-            run_queued_ticket(trainings, evaluate, config.seed)  # a training whose worker died comes first
+        for rung_study in rungs:
+            optuna.storages.fail_stale_trials(rung_study)
+        if on_update:
+            on_update(study)
+        queued = next((r for r in reversed(rungs) if _has(r, TrialState.WAITING)), None)
+        if queued is not None:
+            run_queued_ticket(queued, evaluate, config.seed)
+            continue
+        promotion = next_promotion(rungs, config.eta, budget)
+        if promotion is not None:
+            rung, ticket = promotion
+            queue_ticket(rungs[rung + 1], {**candidate_attrs(ticket), "promoted_from": ticket.number})
             continue
         if config.trials is not None:
             queue_slots(study, config.trials)
-        if on_update:
-            on_update(study)
-        trials = study.get_trials(deepcopy=False)
-        waiting = any(t.state == TrialState.WAITING for t in trials)
-        running = any(t.state == TrialState.RUNNING for t in trials)
-        if config.trials is not None and not waiting:
-            if not running:
-                return  # every slot is done (or failed for good)
+        if config.trials is None or _has(study, TrialState.WAITING):
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=False)
+            continue
+        if _has(study, TrialState.RUNNING) or any(_has(r, TrialState.RUNNING) for r in rungs):
             time.sleep(min(config.heartbeat_s, 5.0))
             continue
-        study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=False)
+        reference = zoo_reference(rungs)
+        if reference is None:
+            return  # every slot is done, nothing more earned promotion
+        queue_ticket(rungs[top_rung(rungs)], {**candidate_attrs(reference), "reference": True})
+
+
+def _has(study: optuna.Study, state: TrialState) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(state,)))
+
+
+def zoo_reference(rungs: list[optuna.Study]) -> FrozenTrial | None:
+    """The best zoo model's training at the highest rung it reached, when it has not reached the top rung of the
+    search (and is not queued there): the report then compares the searched nets with it at equal fidelity."""
+    top = top_rung(rungs)
+    if top == 0 or any(t.user_attrs.get("zoo") for t in rungs[top].get_trials(deepcopy=False)):
+        return None
+    for rung in range(top - 1, -1, -1):
+        zoo = [t for t in results(rungs[rung]) if t.user_attrs.get("zoo")]
+        if zoo:
+            return max(zoo, key=lambda t: (t.values[0], -t.number))
+    return None

@@ -1,0 +1,160 @@
+"""Multi-fidelity search: promotion within cost bins (hand-checked), rung studies, resume, workers, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from bsnas.arch.cost import cost
+from bsnas.cli import main
+from bsnas.search.budget import parse_budget
+from bsnas.search.config import SearchConfig
+from bsnas.search.evaluator import Evaluation
+from bsnas.search.promotion import bin_edges, next_promotion, promotable
+from bsnas.search.rungs import open_rung_study
+from bsnas.search.study import count_trials, load_record
+from bsnas.search.workers import run_search
+from bsnas.space import load_space
+
+
+def _ticket(number: int, accuracy: float, cost_m: float, digest: str | None = None):
+    ticket = create_trial(state=TrialState.COMPLETE, values=[accuracy, cost_m],
+                          user_attrs={"spec_hash": digest or f"h{number}", "status": "trained", "trial": number})
+    ticket.number = number
+    return ticket
+
+
+# rung 0 of a made-up search, budget 100 MFLOPs: short trainings favour the small nets; the nets of 40-80 MFLOPs
+# score below every small one (they are all dominated), yet the best of them would win once trained longer
+RUNG0 = [_ticket(0, 0.80, 1.0), _ticket(1, 0.79, 1.5), _ticket(2, 0.70, 2.0),
+         _ticket(3, 0.78, 5.0), _ticket(4, 0.76, 6.0), _ticket(5, 0.60, 8.0),
+         _ticket(6, 0.74, 40.0), _ticket(7, 0.73, 50.0), _ticket(8, 0.65, 80.0)]
+
+
+def test_promotion_takes_the_best_third_of_every_cost_bin():
+    edges = bin_edges(1.0, 100.0, bins=4)  # 1, 3.2, 10, 32, 100 MFLOPs
+    assert edges[0] == pytest.approx(1.0) and edges[2] == pytest.approx(10.0) and edges[4] == pytest.approx(100.0)
+    promoted = promotable(RUNG0, eta=3, edges=edges)
+    # bin [1, 3.2): 0, 1, 2 -> the best 1 is trial 0; [3.2, 10): 3, 4, 5 -> 3; [32, 100): 6, 7, 8 -> 6
+    assert [t.number for t in promoted] == [0, 3, 6]
+
+
+def test_the_large_candidate_is_promoted_although_rung_0_dominates_it():
+    large = next(t for t in RUNG0 if t.number == 6)
+    assert any(o.values[0] > large.values[0] and o.values[1] < large.values[1] for o in RUNG0)  # dominated
+    front = [t for t in RUNG0 if not any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o is not t
+                                         for o in RUNG0)]
+    assert large not in front  # plain non-dominated sorting would never promote it
+    assert large in promotable(RUNG0, eta=3, edges=bin_edges(1.0, 100.0, bins=4))
+
+
+def test_a_bin_promotes_nothing_until_it_holds_eta_results():
+    assert promotable(RUNG0[:2], eta=3, edges=bin_edges(1.0, 100.0)) == []
+
+
+def _rung_studies(tmp_path, rungs: int):
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'r.db'}")
+    return [open_rung_study(storage, "s", rung) for rung in range(rungs)]
+
+
+def test_next_promotion_goes_to_the_highest_rung_first_and_never_twice(tmp_path):
+    rungs = _rung_studies(tmp_path, 3)
+    for ticket in RUNG0:
+        rungs[0].add_trial(ticket)
+    for number, accuracy in ((0, 0.85), (3, 0.86), (6, 0.90)):
+        rungs[1].add_trial(_ticket(number, accuracy, RUNG0[number].values[1], f"h{number}"))
+    assert next_promotion(rungs, eta=3, budget=100.0) is None  # rung 1's bins hold one result each
+    rungs[1].add_trial(_ticket(9, 0.84, 45.0, "h9"))
+    rungs[1].add_trial(_ticket(10, 0.83, 60.0, "h10"))  # bin [32, 100) at rung 1: 6, 9, 10 -> 6 earned rung 2
+    rung, ticket = next_promotion(rungs, eta=3, budget=100.0)
+    assert (rung, ticket.user_attrs["spec_hash"]) == (1, "h6")
+    rungs[2].enqueue_trial({}, user_attrs={"spec_hash": "h6"})  # promoted (queued)
+    assert next_promotion(rungs, eta=3, budget=100.0) is None  # nothing else has earned it
+
+
+class RungTrainer:
+    """Accuracy that a longer training raises more for larger nets: rung 0 underrates them."""
+
+    def __init__(self):
+        self.trained: list[tuple[str, int]] = []
+
+    def __call__(self, spec, rung=0):
+        from bsnas.arch.spec import spec_hash
+
+        self.trained.append((spec_hash(spec), rung))
+        flops, params = cost(spec)
+        return Evaluation(min(0.99, 0.6 + 0.02 * rung * (1 + flops / 1e6) - flops / 1e8), 0.0)
+
+
+def _config(tmp_path, **changes):
+    values = dict(name="mf", space_file="mobilenet", budgets=(parse_budget("3MFLOPs"),), trials=12,
+                  runs_dir=str(tmp_path), dataset="synthetic", warm_start=False, threads=1, sampler="random",
+                  rungs=2, eta=3)
+    values.update(changes)
+    return SearchConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("search_spaces/mobilenet.yaml")
+
+
+def test_a_two_rung_search_promotes_trains_once_and_reports_the_top_rung(tmp_path, space):
+    trainer = RungTrainer()
+    config = _config(tmp_path)
+    result = run_search(config, space, evaluate=trainer)
+    assert result.ok
+    assert len(trainer.trained) == len(set(trainer.trained))  # every (architecture, rung) once
+    record = load_record("mf", config.storage_url)
+    promoted = [digest for digest, rung in trainer.trained if rung == 1]
+    rung0 = len([1 for _, rung in trainer.trained if rung == 0])
+    assert promoted and len(promoted) <= rung0 // 3 + 4  # a third of each bin (four bins)
+    assert record.top == 1 and {t.user_attrs["spec_hash"] for t in record.front()} <= set(promoted)
+    # resumed with more trials: more candidates and promotions, nothing trained again
+    again = run_search(_config(tmp_path, trials=18), space, evaluate=trainer)
+    assert again.ok and count_trials(again.study)["slots"] == 18 and len(trainer.trained) == len(set(trainer.trained))
+
+
+def test_one_rung_is_the_single_fidelity_search(tmp_path, space):
+    trainer = RungTrainer()
+    config = _config(tmp_path, rungs=1, trials=8)
+    assert run_search(config, space, evaluate=trainer).ok
+    assert {rung for _, rung in trainer.trained} == {0}
+    record = load_record("mf", config.storage_url)
+    feasible = [t for t in record.study.trials if t.user_attrs.get("status") == "trained"]
+    best = [t for t in feasible if not any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1]
+                                           and tuple(o.values) != tuple(t.values) for o in feasible)]
+    assert {t.user_attrs["spec_hash"] for t in record.front()} == {t.user_attrs["spec_hash"] for t in best}
+
+
+def test_two_worker_processes_never_train_an_architecture_twice_at_a_rung(tmp_path, space):
+    config = _config(tmp_path, workers=2, trials=8, proxy_images=64, proxy_epochs=1)
+    assert run_search(config, space).ok
+    record = load_record("mf", config.storage_url)
+    for study in record.rungs:
+        trained = [t.user_attrs["spec_hash"] for t in study.trials if t.user_attrs.get("status") == "trained"]
+        assert len(trained) == len(set(trained))
+    assert record.top == 1
+
+
+def test_the_cli_runs_a_two_rung_search_and_exports_from_the_top_rung(tmp_path, capsys):
+    argv = ["search", "--budget", "5MFLOPs", "--trials", "14", "--rungs", "2", "--eta", "3", "--runs-dir",
+            str(tmp_path), "--name", "cli", "--dataset", "synthetic", "--proxy-images", "64", "--proxy-epochs", "1",
+            "--workers", "1", "--threads", "1", "--sampler", "random", "--quiet", "--zoo", "v3_small_w7d20$"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "at rung 1" in out and "proxy acc (rung 0)" in out
+    with open(tmp_path / "cli" / "trials.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert {"rung_reached", "val_accuracy_rung0", "val_accuracy_rung1"} <= set(rows[0])
+    assert any(row["rung_reached"] == "1" for row in rows)
+    output = str(tmp_path / "a.yaml")
+    assert main(["export", "cli", "--runs-dir", str(tmp_path), "--pick", "max-acc", "-o", output]) == 0
+    record = load_record("cli", runs_dir=str(tmp_path))
+    exported = (tmp_path / "a.yaml").read_text()
+    assert json.loads(max(record.front(), key=lambda t: t.values[0]).user_attrs["spec"])["name"] in exported
