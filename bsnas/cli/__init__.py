@@ -17,7 +17,7 @@ from bsnas.errors import BsnasError
 
 __all__ = ["main"]
 
-COMMANDS = ("zoo", "profile", "train", "space", "search", "worker", "report", "export", "retrain")
+COMMANDS = ("zoo", "profile", "train", "space", "search", "worker", "report", "export", "retrain", "calibrate")
 
 
 class _Parser(argparse.ArgumentParser):

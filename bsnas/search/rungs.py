@@ -42,13 +42,13 @@ class TrialFailed(Exception):
     reason in its attributes and the search goes on."""
 
 
-def rung_study_name(name: str, rung: int) -> str:
-    return f"{name}.rung{rung}"
+def rung_study_name(name: str, rung: int, label: str | None = None) -> str:
+    return f"{name}.{label or f'rung{rung}'}"
 
 
-def open_rung_study(storage, name: str, rung: int) -> optuna.Study:
-    """The study of the trainings at `rung` (created on first use)."""
-    study = optuna.create_study(study_name=rung_study_name(name, rung), storage=storage,
+def open_rung_study(storage, name: str, rung: int, label: str | None = None) -> optuna.Study:
+    """The study of the trainings at `rung` (created on first use), named `<name>.rung<r>` (or `<name>.<label>`)."""
+    study = optuna.create_study(study_name=rung_study_name(name, rung, label), storage=storage,
                                 directions=["maximize", "minimize"], load_if_exists=True)
     if not study.user_attrs.get("rung_of"):
         with warnings.catch_warnings():  # metric names are "experimental" in Optuna 5

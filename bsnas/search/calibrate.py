@@ -1,0 +1,239 @@
+"""How well each rung ranks: train candidates at every rung of a ladder and with a longer reference schedule, and
+compare the rankings (`bsnas calibrate`).
+
+Candidates are K feasible random points of a space (shrunk into the budget as the search does) plus the zoo
+models that are points of it. Every (candidate, rung) and every reference training is a ticket of a study in
+`runs/<RUN>/calibrate.db` (`<RUN>.rung<r>`, `<RUN>.reference`), queued up front and taken by the workers, so a
+run can be killed and resumed without training anything twice. The report ranks the rungs against the
+reference by Kendall's tau and Spearman's rho, beside FLOPs and parameters as the trivial predictors (strong
+baselines in the literature), over all candidates and per cost range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import multiprocessing
+import random
+import time
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from bsnas.arch.spec import ArchSpec, spec_hash, spec_to_dict
+from bsnas.arch.zoo import get_spec
+from bsnas.search.budget import Budget
+from bsnas.search.candidate import measure_candidate
+from bsnas.search.evaluator import Evaluation, ProxyEvaluator
+from bsnas.search.promotion import results
+from bsnas.search.rungs import open_rung_study, queue_ticket, run_queued_ticket
+from bsnas.search.storage import open_storage
+from bsnas.search.study import quiet_optuna, zoo_slots
+from bsnas.space.decode import SearchSpace
+
+__all__ = ["REFERENCE", "CalibrationEvaluator", "Calibration", "candidates", "collect", "correlations",
+           "kendall_tau", "prepare", "run", "spearman_rho"]
+
+REFERENCE = -1  # the rung number of the reference trainings
+
+
+@dataclass(frozen=True)
+class CalibrationEvaluator:
+    """Trains at a rung of the proxy ladder, or (rung `REFERENCE`) with the paper's schedule for `epochs` epochs on
+    the whole training split (crop and flip, as `bsnas retrain --epochs E`), scored on the validation split."""
+
+    proxy: ProxyEvaluator
+    reference_epochs: int = 3
+
+    def __call__(self, spec: ArchSpec, rung: int = 0) -> Evaluation:
+        if rung != REFERENCE:
+            return self.proxy(spec, rung)
+        import torch
+
+        from bsnas.nn.build import build_model
+        from bsnas.train.config import preset
+        from bsnas.train.loop import train
+
+        config = preset("paper", epochs=self.reference_epochs, final_test=False, device=self.proxy.device,
+                        seed=self.proxy.seed)
+        torch.manual_seed(config.seed)
+        result = train(build_model(spec), self.proxy.data(), config)
+        if result.status != "completed":
+            return Evaluation(0.0, result.train_seconds, result.status, result.message)
+        return Evaluation(float(result.val_accuracy or 0.0), result.train_seconds)
+
+
+def candidates(space: SearchSpace, budgets: tuple[Budget, ...], count: int, seed: int = 0,
+               zoo: str | None = None) -> list[ArchSpec]:
+    """`count` distinct feasible random points of the space (shrunk into the budgets as the search does), then the
+    zoo models that are points of it, fit the budgets and match `zoo`."""
+    rng, found, seen = random.Random(seed), [], set()
+    for _ in range(count * 200):
+        if len(found) == count:
+            break
+        spec, params = space.random_spec(rng)
+        candidate = measure_candidate(space, spec, params, budgets)
+        digest = spec_hash(candidate.spec)
+        if candidate.feasible and digest not in seen:
+            seen.add(digest)
+            found.append(dataclasses.replace(candidate.spec, name=f"{space.name}_c{len(found)}"))
+    for name, _ in zoo_slots(space, budgets, zoo) if zoo is not None else []:
+        spec = get_spec(name, space.num_classes, space.in_channels, space.image_size)
+        if spec_hash(spec) not in seen:
+            seen.add(spec_hash(spec))
+            found.append(spec)
+    return found
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Where a calibration lives and what it trains."""
+
+    name: str
+    storage_url: str
+    rungs: int
+    evaluator: CalibrationEvaluator
+    workers: int = 1
+    threads: int = 1
+    heartbeat_s: int = 10
+
+    def studies(self, storage) -> list[optuna.Study]:
+        """The rung studies, then the reference study (last)."""
+        return [*(open_rung_study(storage, self.name, rung) for rung in range(self.rungs)),
+                open_rung_study(storage, self.name, REFERENCE, label="reference")]
+
+
+def prepare(calibration: Calibration, specs: list[ArchSpec]) -> None:
+    """Queue one training of every candidate in every study (those already there are kept)."""
+    from bsnas.arch.cost import cost
+
+    quiet_optuna()
+    storage = open_storage(calibration.storage_url, calibration.heartbeat_s)
+    for study in calibration.studies(storage):
+        held = {t.user_attrs.get("spec_hash") for t in study.get_trials(deepcopy=False)
+                if t.state != TrialState.PRUNED and not (t.state == TrialState.FAIL
+                                                         and t.user_attrs.get("status") == "training")}
+        for spec in specs:
+            if spec_hash(spec) not in held:
+                flops, params = cost(spec)
+                queue_ticket(study, {"spec": json.dumps(spec_to_dict(spec)), "spec_hash": spec_hash(spec),
+                                     "flops": flops, "params": params, "cost": flops / 1e6})
+
+
+def _worker(calibration: Calibration) -> None:
+    import torch
+
+    torch.set_num_threads(calibration.threads)
+    quiet_optuna()
+    storage = open_storage(calibration.storage_url, calibration.heartbeat_s)
+    studies = calibration.studies(storage)
+    while True:
+        for study in studies:
+            optuna.storages.fail_stale_trials(study)
+        queued = next((s for s in reversed(studies) if s.get_trials(deepcopy=False, states=(TrialState.WAITING,))),
+                      None)  # the reference (longest) first, then the rungs from the top: the work ends together
+        if queued is not None:
+            run_queued_ticket(queued, calibration.evaluator, calibration.evaluator.proxy.seed)
+        elif any(s.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) for s in studies):
+            time.sleep(calibration.heartbeat_s)
+        else:
+            return
+
+
+def run(calibration: Calibration) -> int:
+    """Train everything queued, in `calibration.workers` processes; returns how many workers failed."""
+    if calibration.workers == 1:
+        _worker(calibration)
+        return 0
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker, args=(calibration,)) for _ in range(calibration.workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    return sum(process.exitcode != 0 for process in processes)
+
+
+def _ranks(values: list[float]) -> list[float]:
+    """Ranks from 1, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman_rho(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation (Pearson's r of the ranks; nan with fewer than two points or no spread)."""
+    rx, ry = _ranks(x), _ranks(y)
+    n = len(x)
+    if n < 2:
+        return math.nan
+    mx, my = sum(rx) / n, sum(ry) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sx = math.sqrt(sum((a - mx) ** 2 for a in rx))
+    sy = math.sqrt(sum((b - my) ** 2 for b in ry))
+    return cov / (sx * sy) if sx and sy else math.nan
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float:
+    """Kendall's tau-b (ties in either ranking counted as neither concordant nor discordant)."""
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return (concordant - discordant) / denominator if denominator else math.nan
+
+
+def collect(calibration: Calibration) -> list[dict]:
+    """One row per candidate with a reference result: name, FLOPs, params, accuracy at every rung and reference."""
+    storage = open_storage(calibration.storage_url, calibration.heartbeat_s)
+    studies = calibration.studies(storage)
+    by_hash: dict[str, dict] = {}
+    for index, study in enumerate(studies):
+        key = "reference" if index == len(studies) - 1 else f"rung{index}"
+        for ticket in results(study):
+            row = by_hash.setdefault(ticket.user_attrs["spec_hash"], {
+                "name": json.loads(ticket.user_attrs["spec"])["name"], "flops": ticket.user_attrs["flops"],
+                "params": ticket.user_attrs["params"]})
+            row[key] = ticket.values[0]
+            row[f"{key}_seconds"] = ticket.user_attrs.get("train_seconds")
+    rows = [row for row in by_hash.values() if "reference" in row]
+    return sorted(rows, key=lambda row: row["flops"])
+
+
+def correlations(rows: list[dict], rungs: int) -> list[dict]:
+    """Per predictor (FLOPs, params, each rung): Kendall's tau and Spearman's rho against the reference, over all
+    candidates and per third of the cost range."""
+    thirds = [rows[len(rows) * i // 3:len(rows) * (i + 1) // 3] for i in range(3)] if len(rows) >= 9 else []
+    table = []
+    for predictor in ["flops", "params", *(f"rung{r}" for r in range(rungs))]:
+        complete = [row for row in rows if predictor in row]
+        entry = {"predictor": predictor, "n": len(complete),
+                 "kendall": kendall_tau([r[predictor] for r in complete], [r["reference"] for r in complete]),
+                 "spearman": spearman_rho([r[predictor] for r in complete], [r["reference"] for r in complete])}
+        for index, part in enumerate(thirds):
+            part = [row for row in part if predictor in row]
+            entry[f"spearman_third{index + 1}"] = spearman_rho([r[predictor] for r in part],
+                                                               [r["reference"] for r in part])
+        table.append(entry)
+    return table
