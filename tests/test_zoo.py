@@ -104,6 +104,7 @@ def test_unknown_names_show_the_grammar(name):
         get_spec(name)
     message = str(info.value)
     assert repr(name) in message and "cifar_wrn{16,28,40}_<k>" in message and "mobilenetv1_w<N>" in message
+    assert "cifar_preresnet{20,56,110,302,602}" in message
 
 
 @pytest.mark.parametrize("name,reason", [
@@ -134,3 +135,47 @@ def test_padding_free_cifar_resnet():
     assert sorted(set(sizes), reverse=True) == [32, 15, 7]
     with pytest.raises(BsnasError, match="_pfd applies to the MobileNets and cifar_resnet models only"):
         get_spec("resnet18_pfd")
+
+
+def _preact_resnet_params(stem: tuple[int, int, bool], widths: list[int], units: list[int], classes: int) -> int:
+    """Parameters of a pre-activation ResNet as the reference package defines it, counted by hand: input BN;
+    stem conv (k x k, BN only in the ImageNet form); per unit BN(in), conv3x3 + BN, conv3x3, a 1x1 projection
+    where channels or stride change; BN before the pool; the classifier."""
+    channels, kernel, stem_bn = stem
+    params = 2 * 3 + 3 * channels * kernel * kernel + (2 * channels if stem_bn else 0)
+    for stage, (width, n) in enumerate(zip(widths, units, strict=True)):
+        for unit in range(n):
+            stride = 2 if unit == 0 and stage > 0 else 1
+            params += 2 * channels + channels * width * 9 + 2 * width + width * width * 9
+            params += channels * width if (channels != width or stride != 1) else 0
+            channels = width
+    return params + 2 * channels + channels * classes + classes
+
+
+@pytest.mark.parametrize("name,stem,widths,units", [
+    ("cifar_preresnet20", (16, 3, False), [16, 32, 64], [3, 3, 3]),
+    ("cifar_preresnet56", (16, 3, False), [16, 32, 64], [9, 9, 9]),
+    ("preresnet10", (64, 7, True), [64, 128, 256, 512], [1, 1, 1, 1]),
+    ("preresnet34", (64, 7, True), [64, 128, 256, 512], [3, 4, 6, 3]),
+])
+def test_preact_resnets_match_the_reference_definition(name, stem, widths, units):
+    spec = get_spec(name, num_classes=100)
+    assert {b.type for b in spec.blocks} == {"preact"} and spec.head.bn_act
+    assert spec.stem.bn == stem[2] and spec.stem.max_pool == stem[2]
+    model = create_model(name, num_classes=100)
+    assert sum(p.numel() for p in model.parameters()) == _preact_resnet_params(stem, widths, units, 100)
+
+
+def test_preact_resnet_variants_and_forms():
+    names = list_models("preresnet")
+    assert len(names) == (5 + 6) * 3 and "cifar_preresnet602_bsconvs_p1d4" in names and "preresnet102_bsconvu" in names
+    plain, bsconvu = get_spec("cifar_preresnet20"), get_spec("cifar_preresnet20_bsconvu")
+    assert {b.op for b in bsconvu.blocks} == {"bsconv_u"} and bsconvu.stem.op == "bsconv_u"
+    assert get_spec("preresnet18_bsconvu").stem.op == "regular"  # the 7x7 stem stays
+    assert get_spec("cifar_preresnet20_bsconvs_p1d8").alpha == 0.01 and plain.alpha == 0.0
+    assert plain.image_size == 32 and get_spec("preresnet18").image_size == 224
+    model = create_model("cifar_preresnet20_bsconvs_p1d4", in_channels=1).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(BsnasError, match="_pfd applies to the MobileNets and cifar_resnet models only"):
+        get_spec("cifar_preresnet20_pfd")

@@ -26,14 +26,16 @@ GRAMMAR = """\
     [cifar_]mobilenetv2_w<N>[d<D>][_bsconvs_p1d6][_pfd]
     [cifar_]mobilenetv3_{small,large}_w<N>[d<D>][_bsconvs_p1d6][_pfd]
     cifar_resnet{20,56,110,302,602}[_bsconvu|_bsconvs_p<X>d<Y>][_pfd]
-    resnet{10,18,26,34,68,102}[_bsconvu|_bsconvs_p<X>d<Y>]
+    cifar_preresnet{20,56,110,302,602}[_bsconvu|_bsconvs_p<X>d<Y>]
+    [pre]resnet{10,18,26,34,68,102}[_bsconvu|_bsconvs_p<X>d<Y>]
     cifar_wrn{16,28,40}_<k>[_bsconvu|_bsconvs_p<X>d<Y>]"""
 
 _MOBILENET = re.compile(
     r"^(?P<cifar>cifar_)?mobilenet(?P<version>v1|v2|v3_small|v3_large)_w(?P<num>\d+)(?:d(?P<den>\d+))?"
     r"(?P<variant>_bsconvu|_bsconvs_p1d6)?(?P<pfd>_pfd)?$")
 _RESNET = re.compile(
-    r"^(?:(?P<cifar>cifar_)resnet(?P<cifar_depth>20|56|110|302|602)|resnet(?P<depth>10|18|26|34|68|102)"
+    r"^(?:(?P<cifar>cifar_)(?P<cifar_pre>pre)?resnet(?P<cifar_depth>20|56|110|302|602)"
+    r"|(?P<pre>pre)?resnet(?P<depth>10|18|26|34|68|102)"
     r"|cifar_wrn(?P<wrn_depth>16|28|40)_(?P<k>\d+))(?P<variant>_bsconvu|_bsconvs_p(?P<pn>\d+)d(?P<pd>\d+))?"
     r"(?P<pfd>_pfd)?$")
 
@@ -123,24 +125,23 @@ def _padding_free(stem: StemSpec, blocks: list[BlockSpec]) -> tuple[StemSpec, li
 
 
 def _resnet(match: re.Match) -> tuple[StemSpec, list, HeadSpec, bool]:
+    """ResNets; pre-activation ResNets and WideResNets (`preact` units: BN-ReLU before each unit's convolutions,
+    BN-ReLU before the pool; their CIFAR stem convolution has neither, the ImageNet stem keeps both)."""
+    k = int(match["k"] or 1)
+    if k < 1:
+        raise BsnasError(f"model name {match.string!r}: the WRN width k must be >= 1")
+    preact = bool(match["pre"] or match["cifar_pre"] or match["k"])
     if match["depth"]:
         units = _IMAGENET_RESNET_UNITS[int(match["depth"])]
-        stem = StemSpec(64, 7, 2, max_pool=True)
-        widths, block_type, head = [64, 128, 256, 512], "basic", HeadSpec()
-    elif match["cifar_depth"]:
-        units = [_RESNET_UNITS[int(match["cifar_depth"])]] * 3
-        stem = StemSpec(16, 3, 1)
-        widths, block_type, head = [16, 32, 64], "basic", HeadSpec()
+        stem, widths = StemSpec(64, 7, 2, max_pool=True), [64, 128, 256, 512]
     else:
-        k = int(match["k"])
-        if k < 1:
-            raise BsnasError(f"model name {match.string!r}: the WRN width k must be >= 1")
-        units = [_WRN_UNITS[int(match["wrn_depth"])]] * 3
-        stem = StemSpec(16, 3, 1, act=None, bn=False)
-        widths, block_type, head = [16 * k, 32 * k, 64 * k], "preact", HeadSpec(bn_act=True)
+        n = _RESNET_UNITS[int(match["cifar_depth"])] if match["cifar_depth"] else _WRN_UNITS[int(match["wrn_depth"])]
+        units, widths = [n] * 3, [16 * k, 32 * k, 64 * k]
+        stem = StemSpec(16, 3, 1, act=None, bn=False) if preact else StemSpec(16, 3, 1)
+    block_type = "preact" if preact else "basic"
     blocks = [BlockSpec(block_type, "regular", width, 3, 2 if (i == 0 and stage > 0) else 1)
               for stage, (width, n) in enumerate(zip(widths, units, strict=True)) for i in range(n)]
-    return stem, blocks, head, match["depth"] is None
+    return stem, blocks, HeadSpec(bn_act=preact), match["depth"] is None
 
 
 def _bsconv_layer(layer, variant: str, p: float | None):
@@ -191,7 +192,7 @@ def get_spec(name: str, num_classes: int | None = None, in_channels: int = 3,
             stem = _bsconv_layer(stem, variant, p)
             blocks = [_bsconv_layer(b, variant, p) for b in blocks]
         if match["pfd"]:
-            if not match["cifar_depth"]:
+            if not match["cifar_depth"] or match["cifar_pre"]:
                 raise BsnasError(f"model name {name!r}: _pfd applies to the MobileNets and cifar_resnet models only")
             stem, blocks = _padding_free(stem, blocks)
     else:
@@ -222,9 +223,10 @@ def list_models(pattern: str | None = None) -> list[str]:
                         names.append(f"{prefix}mobilenet{version}_{w}{v}{pfd}")
     resnet_variants = ("", "_bsconvu", "_bsconvs_p1d4")
     names += [f"cifar_resnet{d}{v}{pfd}" for d in _RESNET_UNITS for v in resnet_variants for pfd in ("", "_pfd")]
+    names += [f"cifar_preresnet{d}{v}" for d in _RESNET_UNITS for v in resnet_variants]
     names += [f"cifar_wrn{d}_{k}{v}" for d in _WRN_UNITS for k in (1, 2, 3, 4, 6, 8, 10, 12)
               for v in resnet_variants]
-    names += [f"resnet{d}{v}" for d in _IMAGENET_RESNET_UNITS for v in resnet_variants]
+    names += [f"{pre}resnet{d}{v}" for pre in ("", "pre") for d in _IMAGENET_RESNET_UNITS for v in resnet_variants]
     if pattern:
         try:
             regex = re.compile(pattern)
