@@ -8,7 +8,7 @@ import csv
 import math
 import sys
 
-from bsnas.report.text import plural
+from bsnas.text import plural
 
 __all__ = ["add_parser", "run"]
 

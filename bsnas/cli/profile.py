@@ -13,6 +13,7 @@ from bsnas.errors import BsnasError
 from bsnas.nn.build import build_model
 from bsnas.nn.profile import ProfileResult, profile
 from bsnas.report.tables import table_console
+from bsnas.text import plural
 from bsnas.train.loop import resolve_device
 
 
@@ -32,6 +33,9 @@ def add_parser(subparsers) -> None:
                         help="CxHxW of one image (default: the input the spec or zoo name was designed for); C sets "
                              "the input channels")
     parser.add_argument("--latency", action="store_true", help="also measure latency (median after warm-up)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="latency of PyTorch (default), or also of onnxruntime running the exported model as a "
+                             "CPU deployment does, beside PyTorch's (needs bsnas[onnx])")
     parser.add_argument("--batch-size", type=int, default=32, help="the second latency batch size (default 32)")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (latency only; default cpu)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for latency (default 1)")
@@ -50,9 +54,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"bsnas: note: --input-size {args.input_size} changes {args.model}'s input channels from "
                   f"{spec.in_channels} to {input_size[0]}, and with them its parameters", file=sys.stderr)
             spec = dataclasses.replace(spec, in_channels=input_size[0])
+    if args.backend == "onnxruntime":
+        from bsnas.deploy.onnx import require_onnx
+
+        if not args.latency:
+            raise BsnasError("--backend onnxruntime measures latency: add --latency.")
+        require_onnx()
     device = resolve_device(args.device) if args.latency else "cpu"
-    result = profile(build_model(spec), input_size, latency=args.latency, batch_sizes=(1, args.batch_size),
-                     device=device, threads=args.threads, layers=args.layers, repeats=args.repeats)
+    model = build_model(spec)
+    batch_sizes = (1, args.batch_size)
+    result = profile(model, input_size, latency=args.latency, batch_sizes=batch_sizes, device=device,
+                     threads=args.threads, layers=args.layers, repeats=args.repeats)
+    if args.backend == "onnxruntime":
+        from bsnas.deploy.onnx import measure_onnx_latency, onnx_bytes
+
+        data = onnx_bytes(model, input_size)
+        result.latency += [measure_onnx_latency(data, input_size, b, args.threads, repeats=args.repeats)
+                           for b in batch_sizes]
     if args.json:
         print(json.dumps({"model": spec.name, **result.to_dict()}, indent=2))
     else:
@@ -81,6 +99,7 @@ def _print_tables(name: str, result: ProfileResult) -> None:
         ratio = result.ptflops_macs / result.flops
         summary.add_row("ptflops MACs (cross-check)", f"{result.ptflops_macs:,} ({ratio:.3f}x)")
     for latency in result.latency:
-        where = latency.device + (f", {latency.threads} threads" if latency.threads else "")
+        threads = f", {plural(latency.threads, 'thread')}" if latency.threads else ""
+        where = f"{latency.backend}, {latency.device}{threads}"
         summary.add_row(f"latency, batch {latency.batch_size} ({where})", f"{latency.median_ms:.2f} ms")
     console.print(summary)

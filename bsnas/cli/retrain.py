@@ -15,11 +15,12 @@ import sys
 from pathlib import Path
 
 from bsnas.arch.cost import cost
+from bsnas.deploy.onnx import export_run, require_onnx
 from bsnas.errors import BsnasError
 from bsnas.report.tables import table_console
-from bsnas.report.text import plural
 from bsnas.search.budget import format_cost
 from bsnas.search.study import load_record
+from bsnas.text import plural
 from bsnas.train.rundir import run_path
 
 __all__ = ["add_parser", "run", "retrain_spec"]
@@ -36,6 +37,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default=None, help="auto, cpu or cuda (default auto)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")
     parser.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///runs/<RUN>/study.db)")
+    parser.add_argument("--export", choices=("onnx",), default=None,
+                        help="onnx: also write each retrained model as model.onnx in its run folder, verified with "
+                             "onnxruntime (needs bsnas[onnx])")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
     parser.set_defaults(run=run)
 
@@ -87,6 +91,8 @@ def _run(args: argparse.Namespace, session) -> int:
     from bsnas.train.config import preset
     from bsnas.train.data import DataConfig, load_data
 
+    if args.export:
+        require_onnx()
     record = load_record(args.run_name, args.storage, args.runs_dir)
     settings = record.study.user_attrs.get("config", {})
     changes = {}
@@ -113,6 +119,9 @@ def _run(args: argparse.Namespace, session) -> int:
         result = retrain_spec(spec, folder, data, data_config, config)
         if not session.is_main:
             continue
+        if args.export and result.get("status") == "completed":
+            onnx_path, check = export_run(folder)
+            print(f"{onnx_path}: {check.summary()}", file=sys.stderr)
         flops, params = cost(spec)
         latency = measure_latency(build_model(spec), spec.input_size, 1, "cpu", threads=1, repeats=20).median_ms
         rows.append({"source": kind, "trial": number, "name": spec.name, "test_accuracy": result.get("test_accuracy"),

@@ -10,14 +10,14 @@ from pathlib import Path
 from bsnas.errors import BsnasError
 from bsnas.report.live import SearchProgress
 from bsnas.report.tables import print_report
-from bsnas.report.text import plural
 from bsnas.search.budget import check_budgets, parse_budget
-from bsnas.search.config import SAMPLERS, SearchConfig
+from bsnas.search.config import LATENCY_BACKENDS, SAMPLERS, SearchConfig
 from bsnas.search.storage import HEARTBEAT_S, redact_url
 from bsnas.search.study import load_record
 from bsnas.search.workers import default_workers, prepare_search, run_workers
 from bsnas.space.decode import SearchSpace
 from bsnas.space.load import SHIPPED_SPACES, resolve_space
+from bsnas.text import plural
 from bsnas.train.config import PRESETS
 from bsnas.train.data import DATASETS
 
@@ -61,6 +61,9 @@ def add_parser(subparsers) -> None:
     limit.add_argument("--timeout", default=None, help="stop starting trials after this long: 90s, 20m, 2h")
     parser.add_argument("--objective", choices=("flops", "latency", "params"), default="flops",
                         help="the cost minimized beside validation accuracy (default flops)")
+    parser.add_argument("--latency-backend", choices=LATENCY_BACKENDS, default="torch",
+                        help="how latency (objective or budget) is measured: torch, or onnxruntime on the exported "
+                             "model as a CPU deployment runs it (needs bsnas[onnx]; default torch)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler (default nsga2)")
     parser.add_argument("--population", type=int, default=16, help="NSGA-II population size (default 16)")
     parser.add_argument("--name", default=None, help="run name (default search-<space>-<first budget>)")
@@ -107,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or _default_name(args.space, args.budget[0])
     workers = args.workers if args.workers is not None else default_workers(args.device)
     config = SearchConfig(name=name, space_file=args.space, budgets=budgets, objective=args.objective,
+                          latency_backend=args.latency_backend,
                           sampler=args.sampler, trials=trials, timeout=timeout, storage=args.storage,
                           runs_dir=args.runs_dir, workers=workers, seed=args.seed, dataset=args.dataset,
                           data_root=args.data_root, proxy_epochs=args.proxy_epochs, proxy_images=args.proxy_images,

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from bsnas.arch.spec import ArchSpec
 from bsnas.arch.zoo import resolve_spec
+from bsnas.deploy.onnx import export_run, require_onnx
 from bsnas.errors import BsnasError
+from bsnas.text import plural
 from bsnas.train import distributed
 from bsnas.train.config import PRESETS, describe_preset, preset
 from bsnas.train.data import DATASETS, DataConfig, load_data
@@ -52,6 +54,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--name", default=None, help="run name (default <model>-<dataset>-<preset>)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")
     parser.add_argument("--resume", action="store_true", help="continue the run --name from its last checkpoint")
+    parser.add_argument("--export", choices=("onnx",), default=None,
+                        help="onnx: also write the trained model as model.onnx in the run folder, verified with "
+                             "onnxruntime (needs bsnas[onnx])")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     parser.set_defaults(run=run)
 
@@ -79,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, session: distributed.Session) -> int:
+    if args.export:
+        require_onnx()
     dataset, preset_name = args.dataset or "fashion-mnist", args.preset or "paper"
     run_dir = RunDir(run_path(args.runs_dir, args.name or _default_name(args.model, dataset, preset_name)))
     if args.resume:
@@ -104,12 +111,15 @@ def _run(args: argparse.Namespace, session: distributed.Session) -> int:
     result = train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint, model_name=args.model)
     if not session.is_main:
         return 0 if result.status == "completed" else 1
+    if args.export and result.status == "completed":
+        onnx_path, check = export_run(run_dir.path)
+        print(f"{onnx_path}: {check.summary()}", file=sys.stderr)
     if args.json:
         print(json.dumps({"run": str(run_dir.path), "model": spec.name, **result.to_dict()}, indent=2))
     else:
         test = "" if result.test_accuracy is None else f", test accuracy {result.test_accuracy:.2%}"
         val = "" if result.val_accuracy is None else f", val accuracy {result.val_accuracy:.2%}"
-        print(f"{run_dir.path}: {result.status} after {result.epochs} epochs{val}{test}, "
+        print(f"{run_dir.path}: {result.status} after {plural(result.epochs, 'epoch')}{val}{test}, "
               f"{result.train_seconds:.0f} s training, {result.images_per_s:.0f} img/s on {result.device}"
               + (f"; {result.message}" if result.message else ""))
     return 0 if result.status == "completed" else 1

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from bsnas.report.text import plural
+from bsnas.text import plural
 
 __all__ = ["add_parser", "run"]
 

@@ -42,6 +42,7 @@ class LatencyResult:
     repeats: int
     device: str
     threads: int | None = None  # CPU only
+    backend: str = "torch"  # or onnxruntime (bsnas.deploy.onnx)
 
 
 @dataclass

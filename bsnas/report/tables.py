@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bsnas.report.text import plural
 from bsnas.search.budget import format_cost
 from bsnas.search.front import SearchRecord, knee, trial_number, trial_spec
+from bsnas.text import plural
 
 __all__ = ["front_table", "print_report", "table_console"]
 

@@ -3,6 +3,7 @@ space allows, latency measured only when a budget or the objective asks for it."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,23 +42,30 @@ def over_budget(candidate_costs: dict[str, float | None], budgets: tuple[Budget,
     return "; ".join(reasons)
 
 
-def measure_latency_ms(spec: ArchSpec, device: str = "cpu") -> float:
-    """Median forward time of one image (batch 1, eval mode) with this process's torch threads."""
+def measure_latency_ms(spec: ArchSpec, device: str = "cpu", backend: str = "torch") -> float:
+    """Median forward time of one image (batch 1, eval mode) with this process's torch threads: PyTorch on `device`,
+    or onnxruntime on the CPU (the exported file as a deployment runs it)."""
     import torch
 
     from bsnas.nn.build import build_model
     from bsnas.nn.profile import measure_latency
 
     model = build_model(spec)
-    result = measure_latency(model, spec.input_size, 1, device if device != "auto" else "cpu",
-                             threads=torch.get_num_threads(), warmup=3, repeats=15)
+    threads = torch.get_num_threads()
+    if backend == "onnxruntime":
+        from bsnas.deploy.onnx import measure_onnx_latency
+
+        return measure_onnx_latency(model, spec.input_size, 1, threads, warmup=3, repeats=15).median_ms
+    result = measure_latency(model, spec.input_size, 1, device if device != "auto" else "cpu", threads=threads,
+                             warmup=3, repeats=15)
     return result.median_ms
 
 
 def measure_candidate(space: SearchSpace, spec: ArchSpec, params: dict[str, Any], budgets: tuple[Budget, ...],
-                      need_latency: bool = False, device: str = "cpu", fit: bool = True) -> Candidate:
+                      latency: Callable[[ArchSpec], float] | None = None, fit: bool = True) -> Candidate:
     """Cost the spec (at its input size); shrink its width into the FLOPs/parameter budgets when `fit` and the
-    space allows it. A spec whose feature map runs out at this input size is infeasible with that reason."""
+    space allows it; measure `latency(spec)` (milliseconds) of a candidate within them when given. A spec whose
+    feature map runs out at this input size is infeasible with that reason."""
     try:
         flops, n_params = cost(spec)
     except PlanError as error:
@@ -76,8 +84,8 @@ def measure_candidate(space: SearchSpace, spec: ArchSpec, params: dict[str, Any]
                     candidate = Candidate(shrunk, flops, n_params, width_multiplier=width)
                     break
     candidate.reason = over_budget({"flops": candidate.flops, "params": candidate.params}, static)
-    if not candidate.reason and need_latency:
-        candidate.latency_ms = measure_latency_ms(candidate.spec, device)
+    if not candidate.reason and latency is not None:
+        candidate.latency_ms = latency(candidate.spec)
         candidate.reason = over_budget({"latency": candidate.latency_ms}, budgets)
     return candidate
 

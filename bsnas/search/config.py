@@ -17,6 +17,7 @@ from bsnas.train.rundir import run_path
 __all__ = ["SAMPLERS", "COST_UNITS", "SearchConfig", "config_from_dict"]
 
 SAMPLERS = ("nsga2", "tpe", "random")
+LATENCY_BACKENDS = ("torch", "onnxruntime")
 COST_UNITS = {"flops": ("MFLOPs", 1e-6), "params": ("Mparams", 1e-6), "latency": ("ms", 1.0)}
 
 
@@ -29,6 +30,7 @@ class SearchConfig:
     space_file: str
     budgets: tuple[Budget, ...]
     objective: str = "flops"  # flops | latency | params
+    latency_backend: str = "torch"  # torch | onnxruntime: how a latency objective or budget is measured
     sampler: str = "nsga2"
     trials: int | None = 60  # complete trials of the study (resuming continues up to this count)
     timeout: float | None = None  # seconds of this invocation: no trial starts after it
@@ -54,6 +56,13 @@ class SearchConfig:
         run_path(self.runs_dir, self.name)  # a name that stays inside the runs folder
         if self.objective not in COST_KINDS:
             raise BsnasError(f"--objective {self.objective!r} is not one of {', '.join(COST_KINDS)}.")
+        if self.latency_backend not in LATENCY_BACKENDS:
+            raise BsnasError(f"--latency-backend {self.latency_backend!r} is not one of "
+                             f"{', '.join(LATENCY_BACKENDS)}.")
+        if self.latency_backend == "onnxruntime" and self.measures_latency:
+            from bsnas.deploy.onnx import require_onnx
+
+            require_onnx()
         if self.sampler not in SAMPLERS:
             raise BsnasError(f"--sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}.")
         if self.trials is None and self.timeout is None:
@@ -77,6 +86,11 @@ class SearchConfig:
                 raise BsnasError(f"--zoo {self.zoo_pattern!r} is not a valid regular expression ({error}).") from None
 
     @property
+    def measures_latency(self) -> bool:
+        """Whether candidates' latency is measured: the objective or a budget is latency."""
+        return self.objective == "latency" or any(b.kind == "latency" for b in self.budgets)
+
+    @property
     def run_dir(self) -> Path:
         return run_path(self.runs_dir, self.name)
 
@@ -87,7 +101,8 @@ class SearchConfig:
     def study_settings(self) -> dict[str, Any]:
         """What must stay the same when a study is resumed or joined: every setting a trial's result depends on."""
         return {"budgets": [[b.kind, b.limit] for b in self.budgets], "objective": self.objective,
-                "dataset": self.dataset, "seed": self.seed, "proxy_epochs": self.proxy_epochs,
+                "latency_backend": self.latency_backend, "dataset": self.dataset, "seed": self.seed,
+                "proxy_epochs": self.proxy_epochs,
                 "proxy_images": self.proxy_images, "proxy_val": self.proxy_val, "rungs": self.rungs, "eta": self.eta}
 
     def to_dict(self) -> dict[str, Any]:

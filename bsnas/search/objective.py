@@ -29,17 +29,17 @@ from bsnas.space.decode import SearchSpace
 
 __all__ = ["make_objective"]
 
+
 def make_objective(space: SearchSpace, budgets: tuple[Budget, ...], objective: str,
                    evaluate: Callable[[ArchSpec, int], Evaluation], trainings: optuna.Study, seed: int = 0,
-                   device: str = "cpu", slotted: bool = True,
+                   latency: Callable[[ArchSpec], float] | None = None, slotted: bool = True,
                    poll_s: float = 1.0) -> Callable[[optuna.Trial], tuple[float, float]]:
     """The Optuna objective: (validation accuracy, cost). A feasible architecture is trained once (a ticket of the
     `trainings` study, see `bsnas.search.rungs`): here, or by the worker that got there first.
 
+    `latency(spec)` gives a candidate's milliseconds; it is needed when the objective or a budget is latency.
     With `slotted`, a trial that does not own a slot of the study (see `bsnas.search.study`) is pruned at once.
     """
-    need_latency = objective == "latency" or any(b.kind == "latency" for b in budgets)
-
     def run(trial: optuna.Trial) -> tuple[float, float]:
         trial.set_user_attr(STARTED, trial.number)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -47,7 +47,7 @@ def make_objective(space: SearchSpace, budgets: tuple[Budget, ...], objective: s
             _claim_slot(trial)
         start = time.perf_counter()
         spec = space.sample(trial)
-        candidate = measure_candidate(space, spec, trial.params, budgets, need_latency, device)
+        candidate = measure_candidate(space, spec, trial.params, budgets, latency)
         zoo = trial.user_attrs.get("zoo")
         name = zoo if zoo and candidate.width_multiplier is None else f"{space.name}_t{trial.number}"
         spec = dataclasses.replace(candidate.spec, name=name)

@@ -10,6 +10,7 @@ worker died stops beating, is failed after the grace period and queued again, an
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -24,7 +25,7 @@ from bsnas.arch.cost import cost
 from bsnas.arch.spec import ArchSpec
 from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget, format_cost
-from bsnas.search.candidate import cost_value
+from bsnas.search.candidate import cost_value, measure_latency_ms
 from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
 from bsnas.search.objective import make_objective
@@ -223,8 +224,11 @@ def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | 
     if evaluate is None:
         evaluate = ProxyEvaluator(config.dataset, config.data_root, config.proxy_epochs, config.proxy_images,
                                   config.device, config.seed, config.proxy_val, config.eta)
-    objective = make_objective(space, config.budgets, config.objective, evaluate, rungs[0], config.seed,
-                               config.device, slotted=config.trials is not None)
+    latency = None
+    if config.measures_latency:
+        latency = functools.partial(measure_latency_ms, device=config.device, backend=config.latency_backend)
+    objective = make_objective(space, config.budgets, config.objective, evaluate, rungs[0], config.seed, latency,
+                               slotted=config.trials is not None)
     budget = next((cost_value(b.kind, b.limit) for b in config.budgets if b.kind == config.objective), None)
     callbacks = [lambda s, t: on_update(s)] if on_update else []
     grace = grace_period(config.heartbeat_s)

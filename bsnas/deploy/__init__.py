@@ -1,0 +1,1 @@
+"""Deployment: ONNX files verified with onnxruntime, and their latency."""
