@@ -197,3 +197,19 @@ def test_a_search_that_does_not_reach_its_target_exits_1(tmp_path, monkeypatch, 
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("bsnas: error: the search short stopped after") and "holds 0 of the 2 trials" in err[-1]
+
+
+def test_train_reproduces_a_trial_exactly(searched, capsys):
+    runs, _ = searched
+    rows = [row for row in _rows(runs / "e2e" / "trials.csv") if row["status"] == "trained"]
+    row = rows[0]
+    capsys.readouterr()
+    assert main(["train", f"e2e:trial:{row['number']}", "--runs-dir", str(runs), "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["val_accuracy"] == float(row["val_accuracy"])
+    assert "in the search: the same" in captured.err
+    assert main(["train", f"e2e:trial:{row['number']}", "--runs-dir", str(runs), "--epochs", "2"]) == 2
+    assert "drop --epochs" in capsys.readouterr().err
+    assert main(["train", f"e2e:trial:{row['number']}", "--runs-dir", str(runs), "--rung", "3"]) == 2
+    assert "was trained at rung(s) 0 only" in capsys.readouterr().err

@@ -13,6 +13,8 @@ from bsnas.arch.spec import ArchSpec
 from bsnas.arch.zoo import resolve_spec
 from bsnas.deploy.onnx import export_run, require_onnx
 from bsnas.errors import BsnasError
+from bsnas.search.reproduce import parse_trial_source, trial_training
+from bsnas.search.study import load_record
 from bsnas.text import plural
 from bsnas.train import distributed
 from bsnas.train.config import PRESETS, describe_preset, preset
@@ -29,7 +31,11 @@ DATA_FLAGS = ("data_root", "image_size", "val_fraction")
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train a zoo model or spec file; writes runs/<RUN>/")
-    parser.add_argument("model", help="a zoo name (see `bsnas zoo list`) or an ArchSpec YAML file")
+    parser.add_argument("model", help="a zoo name (see `bsnas zoo list`), an ArchSpec YAML file, or RUN:trial:N: "
+                                      "train trial N of search RUN again exactly as the search did")
+    parser.add_argument("--rung", type=int, default=None,
+                        help="with RUN:trial:N: the rung whose training to repeat (default the highest it reached)")
+    parser.add_argument("--storage", default=None, help="with RUN:trial:N: the search's Optuna RDB URL")
     parser.add_argument("--dataset", default=None,
                         help=f"one of {', '.join(DATASETS)} (default fashion-mnist)")
     parser.add_argument("--data-root", default=None, help="folder with the dataset files (downloads go here)")
@@ -61,6 +67,29 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def _reproduce(args: argparse.Namespace, session: distributed.Session, run_name: str, number: int) -> int:
+    """Train trial `number` of search `run_name` again as the search did, and compare with what it recorded."""
+    given = [f"--{flag.replace('_', '-')}" for flag in (*TRAIN_FLAGS, *DATA_FLAGS, "dataset", "preset", "resume")
+             if getattr(args, flag) not in (None, False)]
+    if given:
+        raise BsnasError(f"{args.model} repeats the search's own training; drop {', '.join(given)}.")
+    training = trial_training(load_record(run_name, args.storage, args.runs_dir), number, args.rung)
+    name = args.name or f"{run_name}-trial{number}-rung{training.rung}"
+    run_dir = RunDir(run_path(args.runs_dir, name))
+    result = train_in_run_dir(run_dir, training.spec, training.config, training.data, training.data_config,
+                              model_name=args.model)
+    if session.is_main and result.val_accuracy is not None:
+        import torch
+
+        same = result.val_accuracy == training.recorded_accuracy
+        versions = "" if training.recorded_torch in (None, torch.__version__) else (
+            f" (the search ran torch {training.recorded_torch}, this is {torch.__version__})")
+        print(f"trial {number} at rung {training.rung}: val accuracy {result.val_accuracy:.4%} here, "
+              f"{training.recorded_accuracy:.4%} in the search: {'the same' if same else 'different'}{versions}",
+              file=sys.stderr)
+    return _finish(args, run_dir, training.spec, result, session)
+
+
 def _default_name(model: str, dataset: str, preset_name: str) -> str:
     stem = Path(model).stem if model.endswith((".yaml", ".yml")) else model
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}-{dataset.partition(':')[0]}-{preset_name}")
@@ -87,6 +116,11 @@ def _run(args: argparse.Namespace, session: distributed.Session) -> int:
     if args.export:
         require_onnx()
     dataset, preset_name = args.dataset or "fashion-mnist", args.preset or "paper"
+    trial_source = parse_trial_source(args.model)
+    if trial_source is None and (args.rung is not None or args.storage is not None):
+        raise BsnasError("--rung and --storage go with RUN:trial:N (a trial of a search).")
+    if trial_source:
+        return _reproduce(args, session, *trial_source)
     run_dir = RunDir(run_path(args.runs_dir, args.name or _default_name(args.model, dataset, preset_name)))
     if args.resume:
         given = [f"--{flag.replace('_', '-')}" for flag in (*TRAIN_FLAGS, *DATA_FLAGS)
@@ -109,6 +143,11 @@ def _run(args: argparse.Namespace, session: distributed.Session) -> int:
         data = load_data(data_config)
         spec = _fit_to_data(spec, args.model, data)
     result = train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint, model_name=args.model)
+    return _finish(args, run_dir, spec, result, session)
+
+
+def _finish(args: argparse.Namespace, run_dir: RunDir, spec: ArchSpec, result, session) -> int:
+    """Export when asked, print the result line (or JSON); exit status 1 unless the training completed."""
     if not session.is_main:
         return 0 if result.status == "completed" else 1
     if args.export and result.status == "completed":
