@@ -4,9 +4,11 @@
         What rejecting a candidate costs: decoding a point and costing it from its plan (`bsnas.cost`), against
         building the model and counting with hooks (`bsnas.nn.profile.count_flops`); then whole infeasible Optuna
         trials in an SQLite study (sampling ~64 parameters, user attributes, constraints), none trained.
-    python benchmarks/bench_search.py throughput [--budget 30MFLOPs] [--minutes 10] [--workers W]
-        A real search on Fashion-MNIST with the default proxy (the `proxy` preset) for a fixed time: proxy
-        evaluations per hour, feasible share.
+    python benchmarks/bench_search.py throughput [--budget 30MFLOPs] [--minutes 10] [--rungs 1 3] [--eta 3]
+        [--proxy-images N] [--workers W]
+        Real searches on Fashion-MNIST for a fixed time each, one per --rungs value, one after the other in the same
+        run: trainings per hour at rung 0, promotions to each rung above, CPU-seconds per promoted training (its
+        training seconds times the worker's threads), feasible share. `--rungs 1` is the single-fidelity search.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from bsnas.nn.profile import count_flops
 from bsnas.search.budget import parse_budget
 from bsnas.search.config import SearchConfig
 from bsnas.search.objective import make_objective
+from bsnas.search.promotion import results
+from bsnas.search.rungs import open_rung_study
 from bsnas.search.storage import open_storage
-from bsnas.search.study import count_trials
+from bsnas.search.study import count_trials, load_record
 from bsnas.search.workers import default_workers, run_search
 from bsnas.space import resolve_space
 
@@ -71,14 +75,15 @@ def check(args: argparse.Namespace) -> None:
 def _infeasible_trials(space, rounds: int, trials: int = 20) -> None:
     """Whole infeasible trials through bsnas's objective on an SQLite study (the default storage)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    objective = make_objective(space, (parse_budget("1kFLOPs"),), "flops", evaluate=lambda spec: 1 / 0)
     walls: list[float] = []
     folder = Path(tempfile.mkdtemp())
     try:
         for round_ in range(rounds):
-            study = optuna.create_study(storage=open_storage(f"sqlite:///{folder / f'{round_}.db'}"),
-                                        directions=["maximize", "minimize"],
+            storage = open_storage(f"sqlite:///{folder / f'{round_}.db'}")
+            study = optuna.create_study(storage=storage, directions=["maximize", "minimize"],
                                         sampler=optuna.samplers.RandomSampler(seed=round_))
+            objective = make_objective(space, (parse_budget("1kFLOPs"),), "flops", lambda spec, rung: 1 / 0,
+                                       open_rung_study(storage, "bench", 0), slotted=False)
             study.optimize(objective, n_trials=trials)
             assert all(t.user_attrs["status"] == "infeasible" for t in study.trials)  # none trained
             walls += [(t.datetime_complete - t.datetime_start).total_seconds() * 1000 for t in study.trials]
@@ -90,26 +95,37 @@ def _infeasible_trials(space, rounds: int, trials: int = 20) -> None:
 
 
 def throughput(args: argparse.Namespace) -> None:
-    folder = Path(tempfile.mkdtemp())
     workers = args.workers or default_workers()
-    try:
-        config = SearchConfig(name="bench", space_file=args.space, budgets=(parse_budget(args.budget),),
-                              trials=None, timeout=args.minutes * 60, runs_dir=str(folder), workers=workers,
-                              warm_start=False, seed=args.seed)
-        start = time.perf_counter()
-        result = run_search(config, resolve_space(args.space))
-        hours = (time.perf_counter() - start) / 3600
-        counts = count_trials(result.study)
-        trained = [t for t in result.study.trials if t.user_attrs.get("status") == "trained"]
-        flops = [t.user_attrs["flops"] / 1e6 for t in trained]
-        seconds = [t.user_attrs["train_seconds"] for t in trained]
-        print(f"{workers} worker(s), {args.minutes} min, budget {args.budget}: {counts['complete']} trials, "
-              f"{counts['trained']} proxy-trained, {counts['feasible'] / max(counts['complete'], 1):.0%} feasible; "
-              f"{counts['trained'] / hours:.0f} proxy evaluations per hour, {counts['complete'] / hours:.0f} trials "
-              f"per hour; trained candidates median {statistics.median(flops or [0]):.1f} MFLOPs, "
-              f"median {statistics.median(seconds or [0]):.0f} s training each")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    for rungs in args.rungs:
+        folder = Path(tempfile.mkdtemp())
+        try:
+            config = SearchConfig(name="bench", space_file=args.space, budgets=(parse_budget(args.budget),),
+                                  trials=None, timeout=args.minutes * 60, runs_dir=str(folder), workers=workers,
+                                  warm_start=False, seed=args.seed, rungs=rungs, eta=args.eta,
+                                  proxy_images=args.proxy_images)
+            start = time.perf_counter()
+            result = run_search(config, resolve_space(args.space))
+            hours = (time.perf_counter() - start) / 3600
+            record = load_record("bench", config.storage_url)
+            counts = count_trials(result.study)
+            rung_results = [results(study) for study in record.rungs]
+            zero = rung_results[0]
+            flops = [t.user_attrs["flops"] / 1e6 for t in zero]
+            seconds = [t.user_attrs["train_seconds"] for t in zero]
+            line = (f"--rungs {rungs} (eta {args.eta}), {workers} worker(s), {args.minutes:g} min, "
+                    f"budget {args.budget}: "
+                    f"{counts['complete']} trials, {counts['feasible'] / max(counts['complete'], 1):.0%} feasible; "
+                    f"rung 0: {len(zero)} trainings, {len(zero) / hours:.0f} per hour, median "
+                    f"{statistics.median(flops or [0]):.1f} MFLOPs and {statistics.median(seconds or [0]):.1f} s each")
+            promoted = [t for done in rung_results[1:] for t in done]
+            if promoted:
+                cpu = [t.user_attrs["train_seconds"] * t.user_attrs["threads"] for t in promoted]
+                counts_up = ", ".join(f"rung {r}: {len(done)}" for r, done in enumerate(rung_results) if r)
+                line += (f"; promoted: {counts_up}, {statistics.mean(cpu):.0f} CPU-s per promoted training (median "
+                         f"{statistics.median(cpu):.0f})")
+            print(line, flush=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:
@@ -127,6 +143,9 @@ def main() -> None:
     two.add_argument("--minutes", type=float, default=10)
     two.add_argument("--workers", type=int, default=None)
     two.add_argument("--seed", type=int, default=0)
+    two.add_argument("--rungs", type=int, nargs="+", default=[1, 3])
+    two.add_argument("--eta", type=int, default=3)
+    two.add_argument("--proxy-images", type=int, default=None)
     two.set_defaults(run=throughput)
     args = parser.parse_args()
     args.run(args)
