@@ -51,13 +51,13 @@ def run(args: argparse.Namespace) -> int:
     budgets = tuple(check_budgets([parse_budget(text) for text in args.budget or ["100MFLOPs"]]))
     workers = args.workers or default_workers()
     # the same checks as a search of these settings (names, numbers, ranges)
-    SearchConfig(name=args.name, space_file=args.space, budgets=budgets, runs_dir=args.runs_dir, workers=workers,
-                 seed=args.seed, dataset=args.dataset, proxy_images=args.proxy_images, proxy_epochs=args.proxy_epochs,
-                 proxy_val=args.proxy_val, rungs=args.rungs, eta=args.eta, trials=args.candidates)
+    config = SearchConfig(name=args.name, space_file=args.space, budgets=budgets, runs_dir=args.runs_dir,
+                          workers=workers, seed=args.seed, dataset=args.dataset, data_root=args.data_root,
+                          proxy_images=args.proxy_images, proxy_epochs=args.proxy_epochs, proxy_val=args.proxy_val,
+                          rungs=args.rungs, eta=args.eta, trials=args.candidates)
     if not 1 <= args.reference_epochs <= 1000:
         raise BsnasError(f"--reference-epochs must be from 1 to 1000, got {args.reference_epochs}.")
-    proxy = ProxyEvaluator(args.dataset, args.data_root, args.proxy_epochs, args.proxy_images, "cpu", args.seed,
-                           args.proxy_val, args.eta)
+    proxy = ProxyEvaluator.for_search(config)
     data = proxy.data()
     space = resolve_space(args.space).for_data(data.in_channels, data.image_size, data.num_classes)
     check_space_fits(space, budgets)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bsnas.arch.spec import ArchSpec
+from bsnas.search.config import SearchConfig
 
 __all__ = ["Evaluation", "ProxyEvaluator", "TRAINING_FAILURES"]
 
@@ -49,6 +50,12 @@ class ProxyEvaluator:
     seed: int = 0
     val_images: int | None = None  # rung 0's validation images (None: the preset's val_subset)
     eta: int = 3  # each rung trains eta times longer than the one below
+
+    @classmethod
+    def for_search(cls, config: SearchConfig, seed: int | None = None) -> ProxyEvaluator:
+        """The evaluator of a search's settings (`seed` overrides the search's, e.g. a training's recorded one)."""
+        return cls(config.dataset, config.data_root, config.proxy_epochs, config.proxy_images, config.device,
+                   config.seed if seed is None else seed, config.proxy_val, config.eta)
 
     def data(self):
         """The dataset, loaded once per process."""

@@ -60,9 +60,7 @@ def trial_training(record: SearchRecord, number: int, rung: int | None = None) -
                          f"{', '.join(map(str, sorted(trainings)))} only.")
     ticket = trainings[rung]
     settings = config_from_dict(record.study.user_attrs.get("config", {}), storage=None)
-    evaluator = ProxyEvaluator(settings.dataset, settings.data_root, settings.proxy_epochs, settings.proxy_images,
-                               settings.device, ticket.user_attrs.get("seed", settings.seed), settings.proxy_val,
-                               settings.eta)
+    evaluator = ProxyEvaluator.for_search(settings, ticket.user_attrs.get("seed"))
     config = dataclasses.replace(evaluator.train_config(rung), threads=ticket.user_attrs.get("threads"))
     return TrialTraining(number, rung, trial_spec(ticket), config,
                          DataConfig(dataset=settings.dataset, data_root=settings.data_root), evaluator.data(),

@@ -222,8 +222,7 @@ def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | 
     study = create_study(config, space, index, storage)
     rungs = [open_rung_study(storage, config.name, rung) for rung in range(config.rungs)]
     if evaluate is None:
-        evaluate = ProxyEvaluator(config.dataset, config.data_root, config.proxy_epochs, config.proxy_images,
-                                  config.device, config.seed, config.proxy_val, config.eta)
+        evaluate = ProxyEvaluator.for_search(config)
     latency = None
     if config.measures_latency:
         latency = functools.partial(measure_latency_ms, device=config.device, backend=config.latency_backend)
