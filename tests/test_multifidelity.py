@@ -158,3 +158,23 @@ def test_the_cli_runs_a_two_rung_search_and_exports_from_the_top_rung(tmp_path, 
     record = load_record("cli", runs_dir=str(tmp_path))
     exported = (tmp_path / "a.yaml").read_text()
     assert json.loads(max(record.front(), key=lambda t: t.values[0]).user_attrs["spec"])["name"] in exported
+
+
+def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
+    from bsnas.search.config import MULTI_FIDELITY_IMAGES
+    from bsnas.search.evaluator import ProxyEvaluator
+    from bsnas.search.study import _sampler
+
+    def config(**changes):
+        return SearchConfig(name="s", space_file="mobilenet", budgets=(parse_budget("1MFLOPs"),),
+                            runs_dir=str(tmp_path), dataset="synthetic", **changes)
+
+    one, three = config(), config(rungs=3)
+    assert (one.sampler_name, three.sampler_name, config(rungs=3, sampler="tpe").sampler_name) == (
+        "nsga2", "random", "tpe")
+    assert isinstance(_sampler(one), optuna.samplers.NSGAIISampler)
+    assert isinstance(_sampler(three), optuna.samplers.RandomSampler)
+    assert (one.rung0_images, three.rung0_images, config(rungs=3, proxy_images=500).rung0_images) == (
+        None, MULTI_FIDELITY_IMAGES, 500)
+    assert ProxyEvaluator.for_search(three).images == MULTI_FIDELITY_IMAGES
+    assert ProxyEvaluator.for_search(one).images is None  # the proxy preset's, as before

@@ -11,7 +11,7 @@ from bsnas.errors import BsnasError
 from bsnas.report.live import SearchProgress
 from bsnas.report.tables import print_report
 from bsnas.search.budget import check_budgets, parse_budget
-from bsnas.search.config import LATENCY_BACKENDS, SAMPLERS, SearchConfig
+from bsnas.search.config import LATENCY_BACKENDS, MULTI_FIDELITY_IMAGES, SAMPLERS, SearchConfig
 from bsnas.search.storage import HEARTBEAT_S, redact_url
 from bsnas.search.study import load_record
 from bsnas.search.workers import default_workers, prepare_search, run_workers
@@ -64,7 +64,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--latency-backend", choices=LATENCY_BACKENDS, default="torch",
                         help="how latency (objective or budget) is measured: torch, or onnxruntime on the exported "
                              "model as a CPU deployment runs it (needs bsnas[onnx]; default torch)")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler (default nsga2)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="auto",
+                        help="Optuna sampler; auto (default): nsga2 with --rungs 1, random with more rungs (random "
+                             "sampling keeps proposing large candidates that the short rung 0 underrates)")
     parser.add_argument("--population", type=int, default=16, help="NSGA-II population size (default 16)")
     parser.add_argument("--name", default=None, help="run name (default search-<space>-<first budget>)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")
@@ -82,7 +84,8 @@ def add_parser(subparsers) -> None:
     fidelity.add_argument("--proxy-epochs", type=int, default=None,
                           help=f"rung 0's training epochs (default: proxy preset, {PROXY.epochs})")
     fidelity.add_argument("--proxy-images", type=int, default=None,
-                          help=f"rung 0's training images (default: proxy preset, {PROXY.train_subset})")
+                          help=f"rung 0's training images (default: the proxy preset's {PROXY.train_subset} with "
+                               f"--rungs 1, {MULTI_FIDELITY_IMAGES} with more rungs)")
     fidelity.add_argument("--proxy-val", type=int, default=None,
                           help=f"rung 0 scores a stratified subset of this many validation images (default: proxy "
                                f"preset, {PROXY.val_subset or 'all'})")
@@ -122,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     _save_run_files(config, space)
     budget_text = ", ".join(str(b) for b in budgets)
     print(f"bsnas search {name}: space {args.space}, budget {budget_text}, objective {args.objective}, "
-          f"{args.sampler}, {plural(workers, 'worker')}, storage {redact_url(config.storage_url)}", file=sys.stderr)
+          f"{config.sampler_name}, {plural(workers, 'worker')}, storage {redact_url(config.storage_url)}",
+          file=sys.stderr)
     if enqueued:
         print(f"warm start: {plural(len(enqueued), 'zoo model')} within {budget_text} in the first slots",
               file=sys.stderr)

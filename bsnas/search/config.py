@@ -16,7 +16,8 @@ from bsnas.train.rundir import run_path
 
 __all__ = ["SAMPLERS", "COST_UNITS", "SearchConfig", "config_from_dict"]
 
-SAMPLERS = ("nsga2", "tpe", "random")
+SAMPLERS = ("auto", "nsga2", "tpe", "random")
+MULTI_FIDELITY_IMAGES = 1000  # rung 0's training images when --rungs > 1 and no --proxy-images (see the README)
 LATENCY_BACKENDS = ("torch", "onnxruntime")
 COST_UNITS = {"flops": ("MFLOPs", 1e-6), "params": ("Mparams", 1e-6), "latency": ("ms", 1.0)}
 
@@ -31,7 +32,7 @@ class SearchConfig:
     budgets: tuple[Budget, ...]
     objective: str = "flops"  # flops | latency | params
     latency_backend: str = "torch"  # torch | onnxruntime: how a latency objective or budget is measured
-    sampler: str = "nsga2"
+    sampler: str = "auto"  # auto: nsga2 for a single-fidelity search, random with rungs (see `sampler_name`)
     trials: int | None = 60  # complete trials of the study (resuming continues up to this count)
     timeout: float | None = None  # seconds of this invocation: no trial starts after it
     storage: str | None = None  # Optuna RDB URL; default sqlite:///runs/<name>/study.db
@@ -84,6 +85,23 @@ class SearchConfig:
                 re.compile(self.zoo_pattern)
             except re.error as error:
                 raise BsnasError(f"--zoo {self.zoo_pattern!r} is not a valid regular expression ({error}).") from None
+
+    @property
+    def sampler_name(self) -> str:
+        """The sampler that runs: `auto` is NSGA-II for one rung; with several, random sampling, which keeps
+        proposing candidates across the whole budget (NSGA-II breeds from the rung-0 front, which underrates
+        large networks: the bias the rungs are there to correct)."""
+        if self.sampler != "auto":
+            return self.sampler
+        return "random" if self.rungs > 1 else "nsga2"
+
+    @property
+    def rung0_images(self) -> int | None:
+        """Rung 0's training images: --proxy-images, else the proxy preset's for one rung (None) and
+        `MULTI_FIDELITY_IMAGES` with several (the higher rungs train eta, eta**2, ... times as many)."""
+        if self.proxy_images is not None or self.rungs == 1:
+            return self.proxy_images
+        return MULTI_FIDELITY_IMAGES
 
     @property
     def measures_latency(self) -> bool:

@@ -54,7 +54,7 @@ class ProxyEvaluator:
     @classmethod
     def for_search(cls, config: SearchConfig, seed: int | None = None) -> ProxyEvaluator:
         """The evaluator of a search's settings (`seed` overrides the search's, e.g. a training's recorded one)."""
-        return cls(config.dataset, config.data_root, config.proxy_epochs, config.proxy_images, config.device,
+        return cls(config.dataset, config.data_root, config.proxy_epochs, config.rung0_images, config.device,
                    config.seed if seed is None else seed, config.proxy_val, config.eta)
 
     def data(self):

@@ -55,9 +55,9 @@ def quiet_optuna() -> None:
 
 def _sampler(config: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
     seed = config.seed + 1000 * worker
-    if config.sampler == "nsga2":
+    if config.sampler_name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=config.population, seed=seed)
-    if config.sampler == "tpe":
+    if config.sampler_name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
                                           n_startup_trials=10)
     return optuna.samplers.RandomSampler(seed=seed)
