@@ -31,7 +31,8 @@ def test_a_calibration_runs_resumes_and_writes_its_table(tmp_path, capsys):
             "--reference-epochs", "1", "--proxy-images", "64", "--workers", "1", "--runs-dir", str(tmp_path),
             "--zoo", "v3_small_w7d20$"]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert err.rstrip().endswith("rung 0 6/6, rung 1 6/6, reference 6/6")  # the progress line, last when done
     assert "Spearman rho" in out and "rung1" in out and "flops" in out
     with open(tmp_path / "calibrate" / "calibrate.csv", newline="") as file:
         rows = list(csv.DictReader(file))

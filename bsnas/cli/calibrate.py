@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"bsnas calibrate {args.name}: {plural(len(specs), 'candidate')}; {ladder}; reference: "
           f"{plural(args.reference_epochs, 'epoch')} of the paper schedule on {len(data.train)} images",
           file=sys.stderr)
-    failed = calibrate.run(setup)
+    failed = calibrate.run(setup, report=lambda line: print(f"bsnas calibrate {args.name}: {line}",
+                                                             file=sys.stderr, flush=True))
     rows = calibrate.collect(setup)
     table = calibrate.correlations(rows, args.rungs)
     _write(folder, rows, table, args.rungs)

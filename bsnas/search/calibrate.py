@@ -34,7 +34,7 @@ from bsnas.search.study import quiet_optuna, zoo_slots
 from bsnas.space.decode import SearchSpace
 
 __all__ = ["REFERENCE", "CalibrationEvaluator", "Calibration", "candidates", "collect", "correlations",
-           "kendall_tau", "prepare", "run", "spearman_rho"]
+           "kendall_tau", "prepare", "progress", "run", "spearman_rho"]
 
 REFERENCE = -1  # the rung number of the reference trainings
 
@@ -142,17 +142,27 @@ def _worker(calibration: Calibration) -> None:
             return
 
 
-def run(calibration: Calibration) -> int:
-    """Train everything queued, in `calibration.workers` processes; returns how many workers failed."""
-    if calibration.workers == 1:
-        _worker(calibration)
-        return 0
+def progress(calibration: Calibration) -> str:
+    """Finished trainings per study, e.g. `rung 0 18/18, rung 1 5/18, reference 12/18`."""
+    storage = open_storage(calibration.storage_url, calibration.heartbeat_s)
+    studies = calibration.studies(storage)
+    labels = [f"rung {rung}" for rung in range(calibration.rungs)] + ["reference"]
+    return ", ".join(f"{label} {len(results(study))}/{len({t.user_attrs.get('spec_hash') for t in study.trials})}"
+                     for label, study in zip(labels, studies, strict=True))
+
+
+def run(calibration: Calibration, report=None, every_s: float = 30.0) -> int:
+    """Train everything queued, in `calibration.workers` processes; returns how many workers failed. `report`, if
+    given, receives `progress()` whenever it changed (checked every `every_s` seconds)."""
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker, args=(calibration,)) for _ in range(calibration.workers)]
     for process in processes:
         process.start()
-    for process in processes:
-        process.join()
+    shown = None
+    while alive := [process for process in processes if process.is_alive()]:
+        alive[0].join(timeout=every_s)
+        if report is not None and (line := progress(calibration)) != shown:
+            report(shown := line)
     return sum(process.exitcode != 0 for process in processes)
 
 
