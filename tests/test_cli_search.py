@@ -13,8 +13,8 @@ from bsnas.arch.files import load_spec
 from bsnas.cli import main
 from bsnas.nn.build import build_model
 
-TINY = ["--dataset", "synthetic", "--proxy-images", "64", "--proxy-epochs", "1", "--workers", "1", "--threads", "1",
-        "--sampler", "random", "--quiet"]
+TINY = ["--dataset", "synthetic", "--rungs", "1", "--proxy-images", "64", "--proxy-epochs", "1", "--workers", "1",
+        "--threads", "1", "--sampler", "random", "--quiet"]
 
 
 def _rows(path):

@@ -16,8 +16,9 @@ from optuna.trial import TrialState
 
 TRIALS = 6
 # synthetic data, trainings of a few seconds (long enough to be killed in), heartbeats every second
-ARGS = ["--dataset", "synthetic", "--proxy-images", "512", "--proxy-epochs", "6", "--budget", "2MFLOPs",
-        "--zoo", "v3_small_w7d20$", "--sampler", "random", "--heartbeat", "1", "--quiet", "--threads", "1"]
+ARGS = ["--dataset", "synthetic", "--rungs", "1", "--proxy-images", "512", "--proxy-epochs", "6",
+        "--budget", "2MFLOPs", "--zoo", "v3_small_w7d20$", "--sampler", "random", "--heartbeat", "1", "--quiet",
+        "--threads", "1"]
 
 
 def _search(storage_url: str, runs: Path, name: str, *extra: str) -> subprocess.Popen:

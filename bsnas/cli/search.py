@@ -27,7 +27,7 @@ __all__ = ["add_parser", "run", "parse_duration"]
 
 DEFAULT_SPACE = "mobilenet"
 DEFAULT_TRIALS = 50
-DEFAULT_RUNGS, DEFAULT_ETA = 1, 3
+DEFAULT_RUNGS, DEFAULT_ETA = 4, 3
 
 
 def parse_duration(text: str) -> float:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from bsnas.arch.files import save_spec
 from bsnas.search.front import SearchRecord, trial_number, trial_spec
@@ -57,8 +57,9 @@ def _row(trial: FrozenTrial, front: set[int], trainings: dict, rungs: int) -> di
 
 
 def write_trials_csv(record: SearchRecord, path: str | Path) -> Path:
-    """One row per trial: status, accuracy (the proxy's, and at every rung), costs, rung reached, front membership,
-    spec hash, duplicate, width fit, what its score depends on, budget reason."""
+    """One row per trial that started (slots a --timeout left queued are not rows): status, accuracy (the proxy's,
+    and at every rung), costs, rung reached, front membership, spec hash, duplicate, width fit, what its score
+    depends on, budget reason."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     front = {trial_number(point) for point in record.front()}
@@ -68,5 +69,6 @@ def write_trials_csv(record: SearchRecord, path: str | Path) -> Path:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         for trial in record.study.get_trials(deepcopy=False):
-            writer.writerow(_row(trial, front, trainings, len(record.rungs)))
+            if trial.state != TrialState.WAITING:
+                writer.writerow(_row(trial, front, trainings, len(record.rungs)))
     return path
