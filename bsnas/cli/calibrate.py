@@ -8,6 +8,7 @@ import csv
 import math
 import sys
 
+from bsnas.search.config import DEFAULT_ETA, DEFAULT_RUNGS
 from bsnas.text import plural
 
 __all__ = ["add_parser", "run"]
@@ -24,8 +25,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--reference-epochs", type=int, default=3,
                         help="epochs of the reference training: the paper schedule on the whole training split, "
                              "as bsnas retrain --epochs E (default 3)")
-    parser.add_argument("--rungs", type=int, default=3, help="rungs of the ladder (default 3)")
-    parser.add_argument("--eta", type=int, default=3, help="each rung trains eta times longer (default 3)")
+    parser.add_argument("--rungs", type=int, default=DEFAULT_RUNGS,
+                        help=f"rungs of the ladder (default {DEFAULT_RUNGS})")
+    parser.add_argument("--eta", type=int, default=DEFAULT_ETA,
+                        help=f"each rung trains eta times longer (default {DEFAULT_ETA})")
     parser.add_argument("--proxy-images", type=int, default=None, help="rung 0's training images (default preset)")
     parser.add_argument("--proxy-epochs", type=int, default=None, help="rung 0's epochs (default preset)")
     parser.add_argument("--proxy-val", type=int, default=None, help="rung 0's validation images (default preset)")

@@ -11,7 +11,14 @@ from bsnas.errors import BsnasError
 from bsnas.report.live import SearchProgress
 from bsnas.report.tables import print_report
 from bsnas.search.budget import check_budgets, parse_budget
-from bsnas.search.config import LATENCY_BACKENDS, MULTI_FIDELITY_IMAGES, SAMPLERS, SearchConfig
+from bsnas.search.config import (
+    DEFAULT_ETA,
+    DEFAULT_RUNGS,
+    LATENCY_BACKENDS,
+    MULTI_FIDELITY_IMAGES,
+    SAMPLERS,
+    SearchConfig,
+)
 from bsnas.search.storage import HEARTBEAT_S, redact_url
 from bsnas.search.study import load_record
 from bsnas.search.workers import default_workers, prepare_search, run_workers
@@ -27,7 +34,6 @@ __all__ = ["add_parser", "run", "parse_duration"]
 
 DEFAULT_SPACE = "mobilenet"
 DEFAULT_TRIALS = 50
-DEFAULT_RUNGS, DEFAULT_ETA = 4, 3
 
 
 def parse_duration(text: str) -> float:

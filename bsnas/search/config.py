@@ -18,6 +18,7 @@ __all__ = ["SAMPLERS", "COST_UNITS", "SearchConfig", "config_from_dict"]
 
 SAMPLERS = ("auto", "nsga2", "tpe", "random")
 MULTI_FIDELITY_IMAGES = 1000  # rung 0's training images when --rungs > 1 and no --proxy-images (see the README)
+DEFAULT_RUNGS, DEFAULT_ETA = 4, 3  # the ladder of `bsnas search` and `bsnas calibrate` (see the README)
 LATENCY_BACKENDS = ("torch", "onnxruntime")
 COST_UNITS = {"flops": ("MFLOPs", 1e-6), "params": ("Mparams", 1e-6), "latency": ("ms", 1.0)}
 
@@ -51,7 +52,7 @@ class SearchConfig:
     threads: int | None = None  # torch threads per worker; None: cores // workers
     heartbeat_s: int = HEARTBEAT_S  # seconds between a worker's heartbeats; a dead worker's trial is failed after four
     rungs: int = 1  # fidelity rungs: rung r trains eta**r times longer than rung 0 (1: single-fidelity)
-    eta: int = 3  # the top 1/eta of a rung (per cost bin) is promoted to a rung eta times longer
+    eta: int = DEFAULT_ETA  # the top 1/eta of a rung (per cost bin) is promoted to a rung eta times longer
 
     def __post_init__(self) -> None:
         run_path(self.runs_dir, self.name)  # a name that stays inside the runs folder
