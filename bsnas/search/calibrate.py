@@ -50,19 +50,10 @@ class CalibrationEvaluator:
     def __call__(self, spec: ArchSpec, rung: int = 0) -> Evaluation:
         if rung != REFERENCE:
             return self.proxy(spec, rung)
-        import torch
-
-        from bsnas.nn.build import build_model
         from bsnas.train.config import preset
-        from bsnas.train.loop import train
 
-        config = preset("paper", epochs=self.reference_epochs, final_test=False, device=self.proxy.device,
-                        seed=self.proxy.seed)
-        torch.manual_seed(config.seed)
-        result = train(build_model(spec), self.proxy.data(), config)
-        if result.status != "completed":
-            return Evaluation(0.0, result.train_seconds, result.status, result.message)
-        return Evaluation(float(result.val_accuracy or 0.0), result.train_seconds)
+        return self.proxy.train_with(spec, preset("paper", epochs=self.reference_epochs, final_test=False,
+                                                  device=self.proxy.device, seed=self.proxy.seed))
 
 
 def candidates(space: SearchSpace, budgets: tuple[Budget, ...], count: int, seed: int = 0,
@@ -142,12 +133,11 @@ def _worker(calibration: Calibration) -> None:
             return
 
 
-def progress(calibration: Calibration) -> str:
-    """Finished trainings per study, e.g. `rung 0 18/18, rung 1 5/18, reference 12/18`."""
-    storage = open_storage(calibration.storage_url, calibration.heartbeat_s)
-    studies = calibration.studies(storage)
+def progress(calibration: Calibration, studies: list[optuna.Study]) -> str:
+    """Finished trainings per study of `calibration.studies()`, e.g. `rung 0 18/18, rung 1 5/18, reference 12/18`."""
     labels = [f"rung {rung}" for rung in range(calibration.rungs)] + ["reference"]
-    return ", ".join(f"{label} {len(results(study))}/{len({t.user_attrs.get('spec_hash') for t in study.trials})}"
+    return ", ".join(f"{label} {len(results(study))}/"
+                     f"{len({t.user_attrs.get('spec_hash') for t in study.get_trials(deepcopy=False)})}"
                      for label, study in zip(labels, studies, strict=True))
 
 
@@ -158,10 +148,11 @@ def run(calibration: Calibration, report=None, every_s: float = 30.0) -> int:
     processes = [context.Process(target=_worker, args=(calibration,)) for _ in range(calibration.workers)]
     for process in processes:
         process.start()
+    studies = calibration.studies(open_storage(calibration.storage_url, calibration.heartbeat_s))
     shown = None
     while alive := [process for process in processes if process.is_alive()]:
         alive[0].join(timeout=every_s)
-        if report is not None and (line := progress(calibration)) != shown:
+        if report is not None and (line := progress(calibration, studies)) != shown:
             report(shown := line)
     return sum(process.exitcode != 0 for process in processes)
 

@@ -84,12 +84,16 @@ class ProxyEvaluator:
         return dataclasses.replace(base, train_subset=images, epochs=epochs, val_subset=val)
 
     def __call__(self, spec: ArchSpec, rung: int = 0) -> Evaluation:
+        return self.train_with(spec, self.train_config(rung))
+
+    def train_with(self, spec: ArchSpec, config) -> Evaluation:
+        """Train `spec` on this evaluator's data with `config` (seeded weights), scored on validation; running out
+        of memory is an Evaluation with status out_of_memory, not an exception."""
         import torch
 
         from bsnas.nn.build import build_model
         from bsnas.train.loop import train
 
-        config = self.train_config(rung)
         try:
             torch.manual_seed(config.seed)  # the initial weights, so that a trial can be reproduced
             result = train(build_model(spec), self.data(), config)
