@@ -80,3 +80,11 @@ def storage_url(request, tmp_path):
         connection.exec_driver_sql(f"CREATE DATABASE {name}")
     engine.dispose()
     return sqlalchemy.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="module")
+def space():
+    """The shipped MobileNet search space, as the search tests use it."""
+    from bsnas.space.load import load_space
+
+    return load_space("search_spaces/mobilenet.yaml")

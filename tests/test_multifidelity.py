@@ -18,7 +18,6 @@ from bsnas.search.promotion import bin_edges, next_promotion, promotable
 from bsnas.search.rungs import open_rung_study
 from bsnas.search.study import count_trials, load_record
 from bsnas.search.workers import run_search
-from bsnas.space import load_space
 
 
 def _ticket(number: int, accuracy: float, cost_m: float, digest: str | None = None):
@@ -97,11 +96,6 @@ def _config(tmp_path, **changes):
                   rungs=2, eta=3)
     values.update(changes)
     return SearchConfig(**values)
-
-
-@pytest.fixture(scope="module")
-def space():
-    return load_space("search_spaces/mobilenet.yaml")
 
 
 def test_a_two_rung_search_promotes_trains_once_and_reports_the_top_rung(tmp_path, space):

@@ -23,7 +23,6 @@ from bsnas.search.objective import make_objective
 from bsnas.search.rungs import open_rung_study, queue_ticket
 from bsnas.search.study import count_trials, create_study, load_record, zoo_slots
 from bsnas.search.workers import run_search
-from bsnas.space import load_space
 from bsnas.space.invert import params_of
 
 SYNTHETIC = (3, 16, 10)  # make_synthetic's default data: channels, image size, classes
@@ -46,11 +45,6 @@ def _config(tmp_path, budget="3MFLOPs", **changes):
                   runs_dir=str(tmp_path), dataset="synthetic", warm_start=False, threads=1, sampler="random")
     values.update(changes)
     return SearchConfig(**values)
-
-
-@pytest.fixture(scope="module")
-def space():
-    return load_space("search_spaces/mobilenet.yaml")
 
 
 def test_infeasible_candidates_are_never_trained(tmp_path, space):
