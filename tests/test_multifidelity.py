@@ -14,6 +14,7 @@ from bsnas.cli import main
 from bsnas.search.budget import parse_budget
 from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation
+from bsnas.search.evolution import EvolutionSampler
 from bsnas.search.promotion import bin_edges, next_promotion, promotable
 from bsnas.search.rungs import open_rung_study
 from bsnas.search.study import count_trials, load_record
@@ -165,9 +166,10 @@ def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
 
     one, three = config(), config(rungs=3)
     assert (one.sampler_name, three.sampler_name, config(rungs=3, sampler="tpe").sampler_name) == (
-        "nsga2", "random", "tpe")
+        "nsga2", "evolution", "tpe")
     assert isinstance(_sampler(one), optuna.samplers.NSGAIISampler)
-    assert isinstance(_sampler(three), optuna.samplers.RandomSampler)
+    assert isinstance(_sampler(three), EvolutionSampler)
+    assert isinstance(_sampler(config(rungs=3, sampler="random")), optuna.samplers.RandomSampler)
     assert (one.rung0_images, three.rung0_images, config(rungs=3, proxy_images=500).rung0_images) == (
         None, MULTI_FIDELITY_IMAGES, 500)
     assert ProxyEvaluator.for_search(three).images == MULTI_FIDELITY_IMAGES

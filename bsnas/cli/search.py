@@ -71,8 +71,9 @@ def add_parser(subparsers) -> None:
                         help="how latency (objective or budget) is measured: torch, or onnxruntime on the exported "
                              "model as a CPU deployment runs it (needs bsnas[onnx]; default torch)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="auto",
-                        help="Optuna sampler; auto (default): nsga2 with --rungs 1, random with more rungs (random "
-                             "sampling keeps proposing large candidates that the short rung 0 underrates)")
+                        help="Optuna sampler; auto (default): nsga2 with --rungs 1, evolution with more rungs (half "
+                             "random samples across the budget, half mutations of the best training of a cost bin at "
+                             "the top rungs)")
     parser.add_argument("--population", type=int, default=16, help="NSGA-II population size (default 16)")
     parser.add_argument("--name", default=None, help="run name (default search-<space>-<first budget>)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")

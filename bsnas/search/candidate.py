@@ -11,10 +11,9 @@ from bsnas.arch.cost import cost
 from bsnas.arch.plan import PlanError
 from bsnas.arch.spec import ArchSpec
 from bsnas.search.budget import Budget, format_cost
-from bsnas.search.config import COST_UNITS
 from bsnas.space.decode import SearchSpace
 
-__all__ = ["Candidate", "measure_candidate", "measure_latency_ms", "cost_value", "over_budget"]
+__all__ = ["Candidate", "measure_candidate", "measure_latency_ms", "over_budget"]
 
 
 @dataclass
@@ -88,10 +87,5 @@ def measure_candidate(space: SearchSpace, spec: ArchSpec, params: dict[str, Any]
         candidate.latency_ms = latency(candidate.spec)
         candidate.reason = over_budget({"latency": candidate.latency_ms}, budgets)
     return candidate
-
-
-def cost_value(kind: str, value: float) -> float:
-    """The objective value of a cost: MFLOPs, Mparams or ms."""
-    return value * COST_UNITS[kind][1]
 
 

@@ -14,13 +14,18 @@ from bsnas.search.budget import COST_KINDS, Budget
 from bsnas.search.storage import HEARTBEAT_S, redact_url
 from bsnas.train.rundir import run_path
 
-__all__ = ["SAMPLERS", "COST_UNITS", "SearchConfig", "config_from_dict"]
+__all__ = ["SAMPLERS", "COST_UNITS", "SearchConfig", "config_from_dict", "cost_value"]
 
-SAMPLERS = ("auto", "nsga2", "tpe", "random")
+SAMPLERS = ("auto", "nsga2", "evolution", "tpe", "random")
 MULTI_FIDELITY_IMAGES = 1000  # rung 0's training images when --rungs > 1 and no --proxy-images (see the README)
 DEFAULT_RUNGS, DEFAULT_ETA = 4, 3  # the ladder of `bsnas search` and `bsnas calibrate` (see the README)
 LATENCY_BACKENDS = ("torch", "onnxruntime")
 COST_UNITS = {"flops": ("MFLOPs", 1e-6), "params": ("Mparams", 1e-6), "latency": ("ms", 1.0)}
+
+
+def cost_value(kind: str, value: float) -> float:
+    """The objective value of a cost: MFLOPs, Mparams or ms."""
+    return value * COST_UNITS[kind][1]
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ class SearchConfig:
     budgets: tuple[Budget, ...]
     objective: str = "flops"  # flops | latency | params
     latency_backend: str = "torch"  # torch | onnxruntime: how a latency objective or budget is measured
-    sampler: str = "auto"  # auto: nsga2 for a single-fidelity search, random with rungs (see `sampler_name`)
+    sampler: str = "auto"  # auto: nsga2 for a single-fidelity search, evolution with rungs (see `sampler_name`)
     trials: int | None = 60  # complete trials of the study (resuming continues up to this count)
     timeout: float | None = None  # seconds of this invocation: no trial starts after it
     storage: str | None = None  # Optuna RDB URL; default sqlite:///runs/<name>/study.db
@@ -89,12 +94,13 @@ class SearchConfig:
 
     @property
     def sampler_name(self) -> str:
-        """The sampler that runs: `auto` is NSGA-II for one rung; with several, random sampling, which keeps
-        proposing candidates across the whole budget (NSGA-II breeds from the rung-0 front, which underrates
-        large networks: the bias the rungs are there to correct)."""
+        """The sampler that runs: `auto` is NSGA-II for one rung; with several, `evolution`
+        (`bsnas.search.evolution`: random samples and mutations of the best trainings of every cost bin at the top
+        rungs). NSGA-II would breed from the rung-0 front, which underrates large networks: the bias the rungs are
+        there to correct."""
         if self.sampler != "auto":
             return self.sampler
-        return "random" if self.rungs > 1 else "nsga2"
+        return "evolution" if self.rungs > 1 else "nsga2"
 
     @property
     def rung0_images(self) -> int | None:
@@ -103,6 +109,11 @@ class SearchConfig:
         if self.proxy_images is not None or self.rungs == 1:
             return self.proxy_images
         return MULTI_FIDELITY_IMAGES
+
+    @property
+    def objective_budget(self) -> float | None:
+        """The budget on the objective's cost, in the objective's unit (MFLOPs, Mparams, ms); None without one."""
+        return next((cost_value(b.kind, b.limit) for b in self.budgets if b.kind == self.objective), None)
 
     @property
     def measures_latency(self) -> bool:

@@ -3,8 +3,9 @@ result, else train it with the proxy; returns (validation accuracy, cost).
 
 Everything a later step needs sits in the trial's user attributes: `spec` (the ArchSpec as JSON), `spec_hash`,
 `flops`, `params`, `latency_ms`, `status` (trained | duplicate | infeasible | diverged | out_of_memory), `reason`,
-`slot`, `zoo` (warm-start trials), `val_accuracy`, `duplicate_of`, `train_seconds`, `width_fit`, `worker`
-(host:pid), and what the score depends on: `seed`, `threads`, `torch` (of the worker that trained it).
+`slot`, `zoo` (warm-start trials), `parent` and `mutated` (mutations, `bsnas.search.evolution`), `val_accuracy`,
+`duplicate_of`, `train_seconds`, `width_fit`, `worker` (host:pid), and what the score depends on: `seed`,
+`threads`, `torch` (of the worker that trained it).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from optuna.trial import TrialState
 
 from bsnas.arch.spec import ArchSpec, spec_hash, spec_to_dict
 from bsnas.search.budget import Budget
-from bsnas.search.candidate import cost_value, measure_candidate
+from bsnas.search.candidate import measure_candidate
+from bsnas.search.config import cost_value
 from bsnas.search.evaluator import Evaluation
+from bsnas.search.evolution import EvolutionSampler
 from bsnas.search.rungs import TrialFailed, train_once
 from bsnas.search.study import STARTED, slot_owner
 from bsnas.space.decode import SearchSpace
@@ -47,6 +50,9 @@ def make_objective(space: SearchSpace, budgets: tuple[Budget, ...], objective: s
             _claim_slot(trial)
         start = time.perf_counter()
         spec = space.sample(trial)
+        if isinstance(trial.study.sampler, EvolutionSampler) and (lineage := trial.study.sampler.lineage(trial.number)):
+            trial.set_user_attr("parent", lineage[0])
+            trial.set_user_attr("mutated", " ".join(lineage[1]))
         candidate = measure_candidate(space, spec, trial.params, budgets, latency)
         zoo = trial.user_attrs.get("zoo")
         name = zoo if zoo and candidate.width_multiplier is None else f"{space.name}_t{trial.number}"

@@ -21,7 +21,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsnas.search.evaluator import TRAINING_FAILURES
 
-__all__ = ["COST_BINS", "MAX_ATTEMPTS", "bin_edges", "promotable", "next_promotion", "results", "top_rung"]
+__all__ = ["COST_BINS", "MAX_ATTEMPTS", "bin_edges", "cost_bin", "cost_edges", "promotable", "next_promotion",
+           "results", "top_rung"]
 
 COST_BINS = 4
 MAX_ATTEMPTS = 2  # trainings of one (architecture, rung) whose workers died before it is given up
@@ -40,7 +41,8 @@ def bin_edges(low: float, high: float, bins: int = COST_BINS) -> list[float]:
     return [math.exp(math.log(low) + i * step) for i in range(bins + 1)]
 
 
-def _bin(cost: float, edges: list[float]) -> int:
+def cost_bin(cost: float, edges: list[float]) -> int:
+    """The bin of `edges` that holds `cost` (costs beyond the last edge count in the last bin)."""
     for index, edge in enumerate(edges[1:-1]):
         if cost < edge:
             return index
@@ -52,7 +54,7 @@ def promotable(tickets: list[FrozenTrial], eta: int, edges: list[float]) -> list
     (ties: the cheaper, then the earlier), best first."""
     by_bin: dict[int, list[FrozenTrial]] = {}
     for ticket in tickets:
-        by_bin.setdefault(_bin(ticket.values[1], edges), []).append(ticket)
+        by_bin.setdefault(cost_bin(ticket.values[1], edges), []).append(ticket)
     chosen = []
     for group in by_bin.values():
         group.sort(key=lambda t: (-t.values[0], t.values[1], t.number))
@@ -77,15 +79,20 @@ def _settled_above(study: optuna.Study) -> set[str]:
     return held
 
 
+def cost_edges(base: list[FrozenTrial], budget: float | None) -> list[float]:
+    """The cost bins of a search: from the cheapest result of rung 0 (`base`) to `budget` (the objective's, in its
+    unit) or, without one, to rung 0's most costly result."""
+    costs = [t.values[1] for t in base]
+    return bin_edges(min(costs), budget if budget is not None else max(costs))
+
+
 def next_promotion(rungs: list[optuna.Study], eta: int, budget: float | None) -> tuple[int, FrozenTrial] | None:
     """(rung, ticket) of the next candidate to train one rung higher, the highest rung first; None if none has
-    earned it yet. Cost bins span rung 0's cheapest result to `budget` (the objective's, in its unit) or, without
-    one, to rung 0's most costly result."""
+    earned it yet; cost bins as `cost_edges`."""
     base = results(rungs[0])
     if not base:
         return None
-    costs = [t.values[1] for t in base]
-    edges = bin_edges(min(costs), budget if budget is not None else max(costs))
+    edges = cost_edges(base, budget)
     for rung in range(len(rungs) - 2, -1, -1):
         above = _settled_above(rungs[rung + 1])
         for ticket in promotable(base if rung == 0 else results(rungs[rung]), eta, edges):

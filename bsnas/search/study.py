@@ -31,7 +31,8 @@ from bsnas.search.budget import Budget
 from bsnas.search.candidate import over_budget
 from bsnas.search.config import COST_UNITS, SearchConfig, config_from_dict
 from bsnas.search.evaluator import TRAINING_FAILURES
-from bsnas.search.front import SearchRecord
+from bsnas.search.evolution import EvolutionSampler, best_per_bin
+from bsnas.search.front import SearchRecord, trial_number
 from bsnas.search.rungs import open_rung_study
 from bsnas.search.storage import open_storage, redact_url
 from bsnas.space.decode import SearchSpace
@@ -53,8 +54,13 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
-def _sampler(config: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+def _sampler(config: SearchConfig, worker: int = 0, rungs: list[optuna.Study] = ()) -> optuna.samplers.BaseSampler:
+    """The sampler of `config` for worker `worker`; evolution takes its parents from the `rungs` studies."""
     seed = config.seed + 1000 * worker
+    if config.sampler_name == "evolution":
+        budget = config.objective_budget
+        return EvolutionSampler(lambda: [trial_number(t) for t in best_per_bin(rungs, budget)] if rungs else [],
+                                seed=seed)
     if config.sampler_name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=config.population, seed=seed)
     if config.sampler_name == "tpe":
@@ -63,14 +69,15 @@ def _sampler(config: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampl
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def create_study(config: SearchConfig, space: SearchSpace, worker: int = 0, storage=None) -> optuna.Study:
+def create_study(config: SearchConfig, space: SearchSpace, worker: int = 0, storage=None,
+                 rungs: list[optuna.Study] = ()) -> optuna.Study:
     """Create the study `config.name` in its storage (opened here unless given), or open it; a resumed study must
-    keep its settings."""
+    keep its settings. `rungs` are the rung studies its sampler learns from (evolution)."""
     quiet_optuna()
     if config.storage is None:
         config.run_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or open_storage(config.storage_url, config.heartbeat_s)
-    study = optuna.create_study(study_name=config.name, storage=storage, sampler=_sampler(config, worker),
+    study = optuna.create_study(study_name=config.name, storage=storage, sampler=_sampler(config, worker, rungs),
                                 directions=["maximize", "minimize"], load_if_exists=True)
     saved = study.user_attrs.get("settings")
     if saved is None:

@@ -25,7 +25,7 @@ from bsnas.arch.cost import cost
 from bsnas.arch.spec import ArchSpec
 from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget, format_cost
-from bsnas.search.candidate import cost_value, measure_latency_ms
+from bsnas.search.candidate import measure_latency_ms
 from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
 from bsnas.search.objective import make_objective
@@ -219,8 +219,8 @@ def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | 
     if threads is not None:
         torch.set_num_threads(threads)
     storage = open_storage(config.storage_url, config.heartbeat_s)
-    study = create_study(config, space, index, storage)
     rungs = [open_rung_study(storage, config.name, rung) for rung in range(config.rungs)]
+    study = create_study(config, space, index, storage, rungs)
     if evaluate is None:
         evaluate = ProxyEvaluator.for_search(config)
     latency = None
@@ -228,7 +228,6 @@ def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | 
         latency = functools.partial(measure_latency_ms, device=config.device, backend=config.latency_backend)
     objective = make_objective(space, config.budgets, config.objective, evaluate, rungs[0], config.seed, latency,
                                slotted=config.trials is not None)
-    budget = next((cost_value(b.kind, b.limit) for b in config.budgets if b.kind == config.objective), None)
     callbacks = [lambda s, t: on_update(s)] if on_update else []
     grace = grace_period(config.heartbeat_s)
     while deadline is None or time.time() < deadline:
@@ -241,7 +240,7 @@ def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | 
         if queued is not None:
             run_queued_ticket(queued, evaluate, config.seed)
             continue
-        promotion = next_promotion(rungs, config.eta, budget)
+        promotion = next_promotion(rungs, config.eta, config.objective_budget)
         if promotion is not None:
             rung, ticket = promotion
             queue_ticket(rungs[rung + 1], {**candidate_attrs(ticket), "promoted_from": ticket.number})
