@@ -50,3 +50,7 @@ def test_a_calibration_runs_resumes_and_writes_its_table(tmp_path, capsys):
     assert main(argv) == 0  # resumed: everything is there, nothing is queued or trained again
     assert trainings() == before
     assert (tmp_path / "calibrate" / "calibrate.png").read_bytes()[:4] == b"\x89PNG"
+    changed = main([*argv, "--no-augment"])  # the rungs were trained with augmentation (the default with rungs)
+    assert changed == 2 and "calibrate.rung0 were made with other settings (crop_padding 4, now 0" in \
+        capsys.readouterr().err
+    assert trainings() == before

@@ -6,6 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
+from test_multifidelity import RungTrainer
 
 from bsnas.search.budget import parse_budget
 from bsnas.search.config import SearchConfig
@@ -13,7 +14,6 @@ from bsnas.search.evolution import MAX_MUTATIONS, EvolutionSampler, best_per_bin
 from bsnas.search.rungs import open_rung_study
 from bsnas.search.study import load_record
 from bsnas.search.workers import run_search
-from test_multifidelity import RungTrainer
 
 
 def _ticket(trial: int, accuracy: float, cost_m: float):

@@ -159,6 +159,7 @@ def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
     from bsnas.search.config import MULTI_FIDELITY_IMAGES
     from bsnas.search.evaluator import ProxyEvaluator
     from bsnas.search.study import _sampler
+    from bsnas.train.config import preset
 
     def config(**changes):
         return SearchConfig(name="s", space_file="mobilenet", budgets=(parse_budget("1MFLOPs"),),
@@ -174,3 +175,10 @@ def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
         None, MULTI_FIDELITY_IMAGES, 500)
     assert ProxyEvaluator.for_search(three).images == MULTI_FIDELITY_IMAGES
     assert ProxyEvaluator.for_search(one).images is None  # the proxy preset's, as before
+    # with rungs, every rung trains with the final training's crop and flip (the calibration's choice)
+    paper = preset("paper")
+    augmented = ProxyEvaluator.for_search(three).train_config(2)
+    assert (augmented.crop_padding, augmented.flip) == (paper.crop_padding, paper.flip) == (4, True)
+    assert (ProxyEvaluator.for_search(one).train_config(0).crop_padding, three.study_settings()["augment"]) == (0, True)
+    plain = ProxyEvaluator.for_search(config(rungs=3, augment=False)).train_config(2)
+    assert (plain.crop_padding, plain.flip) == (0, False)

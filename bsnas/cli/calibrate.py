@@ -31,6 +31,8 @@ def add_parser(subparsers) -> None:
                         help=f"each rung trains eta times longer (default {DEFAULT_ETA})")
     parser.add_argument("--proxy-images", type=int, default=None, help="rung 0's training images (default preset)")
     parser.add_argument("--proxy-epochs", type=int, default=None, help="rung 0's epochs (default preset)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="rung trainings with the final training's crop and flip (default: on with rungs)")
     parser.add_argument("--proxy-val", type=int, default=None, help="rung 0's validation images (default preset)")
     parser.add_argument("--dataset", default="fashion-mnist", help="dataset (default fashion-mnist)")
     parser.add_argument("--data-root", default=None, help="folder with the dataset files")
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     config = SearchConfig(name=args.name, space_file=args.space, budgets=budgets, runs_dir=args.runs_dir,
                           workers=workers, seed=args.seed, dataset=args.dataset, data_root=args.data_root,
                           proxy_images=args.proxy_images, proxy_epochs=args.proxy_epochs, proxy_val=args.proxy_val,
-                          rungs=args.rungs, eta=args.eta, trials=args.candidates)
+                          rungs=args.rungs, eta=args.eta, trials=args.candidates,
+                          augment=args.augment)
     if not 1 <= args.reference_epochs <= 1000:
         raise BsnasError(f"--reference-epochs must be from 1 to 1000, got {args.reference_epochs}.")
     proxy = ProxyEvaluator.for_search(config)

@@ -93,6 +93,9 @@ def add_parser(subparsers) -> None:
     fidelity.add_argument("--proxy-images", type=int, default=None,
                           help=f"rung 0's training images (default: the proxy preset's {PROXY.train_subset} with "
                                f"--rungs 1, {MULTI_FIDELITY_IMAGES} with more rungs)")
+    fidelity.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                          help="rung trainings with the final training's crop and flip (default: on with rungs, off "
+                               "with --rungs 1)")
     fidelity.add_argument("--proxy-val", type=int, default=None,
                           help=f"rung 0 scores a stratified subset of this many validation images (default: proxy "
                                f"preset, {PROXY.val_subset or 'all'})")
@@ -126,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
                           data_root=args.data_root, proxy_epochs=args.proxy_epochs, proxy_images=args.proxy_images,
                           proxy_val=args.proxy_val, device=args.device, warm_start=args.warm_start,
                           zoo_pattern=args.zoo, population=args.population, threads=args.threads,
-                          heartbeat_s=args.heartbeat, rungs=args.rungs, eta=args.eta)
+                          heartbeat_s=args.heartbeat, rungs=args.rungs, eta=args.eta,
+                          augment=args.augment)
     started = time.perf_counter()
     space, study, enqueued = prepare_search(config, resolve_space(args.space))  # every check before any file
     _save_run_files(config, space)

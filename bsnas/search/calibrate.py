@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from bsnas.arch.spec import ArchSpec, spec_hash, spec_to_dict
 from bsnas.arch.zoo import get_spec
+from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget
 from bsnas.search.candidate import measure_candidate
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
@@ -47,13 +48,17 @@ class CalibrationEvaluator:
     proxy: ProxyEvaluator
     reference_epochs: int = 3
 
-    def __call__(self, spec: ArchSpec, rung: int = 0) -> Evaluation:
+    def training(self, rung: int):
+        """The `TrainConfig` of a rung, or of the reference (rung `REFERENCE`)."""
         if rung != REFERENCE:
-            return self.proxy(spec, rung)
+            return self.proxy.train_config(rung)
         from bsnas.train.config import preset
 
-        return self.proxy.train_with(spec, preset("paper", epochs=self.reference_epochs, final_test=False,
-                                                  device=self.proxy.device, seed=self.proxy.seed))
+        return preset("paper", epochs=self.reference_epochs, final_test=False, device=self.proxy.device,
+                      seed=self.proxy.seed)
+
+    def __call__(self, spec: ArchSpec, rung: int = 0) -> Evaluation:
+        return self.proxy.train_with(spec, self.training(rung))
 
 
 def candidates(space: SearchSpace, budgets: tuple[Budget, ...], count: int, seed: int = 0,
@@ -96,13 +101,29 @@ class Calibration:
                 open_rung_study(storage, self.name, REFERENCE, label="reference")]
 
 
+def _check_training(study: optuna.Study, training: dict) -> None:
+    """Record the training settings of a study's tickets, or refuse other settings than those it holds."""
+    held = study.user_attrs.get("training")
+    if held is None:
+        study.set_user_attr("training", training)
+    elif held != training:
+        changed = ", ".join(f"{key} {held.get(key)!r}, now {training.get(key)!r}"
+                            for key in sorted(set(held) | set(training)) if held.get(key) != training.get(key))
+        raise BsnasError(f"the trainings of {study.study_name} were made with other settings ({changed}); run the "
+                         "calibration with the same ones or give another --name.")
+
+
 def prepare(calibration: Calibration, specs: list[ArchSpec]) -> None:
-    """Queue one training of every candidate in every study (those already there are kept)."""
+    """Queue one training of every candidate in every study (those already there are kept); a resumed calibration
+    must keep the training settings of every study."""
     from bsnas.arch.cost import cost
 
     quiet_optuna()
     storage = open_storage(calibration.storage_url, calibration.heartbeat_s)
-    for study in calibration.studies(storage):
+    studies = calibration.studies(storage)
+    for rung, study in zip([*range(calibration.rungs), REFERENCE], studies, strict=True):
+        _check_training(study, json.loads(json.dumps(dataclasses.asdict(calibration.evaluator.training(rung)))))
+    for study in studies:
         held = {t.user_attrs.get("spec_hash") for t in study.get_trials(deepcopy=False)
                 if t.state != TrialState.PRUNED and not (t.state == TrialState.FAIL
                                                          and t.user_attrs.get("status") == "training")}

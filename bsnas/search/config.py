@@ -57,6 +57,7 @@ class SearchConfig:
     threads: int | None = None  # torch threads per worker; None: cores // workers
     heartbeat_s: int = HEARTBEAT_S  # seconds between a worker's heartbeats; a dead worker's trial is failed after four
     rungs: int = 1  # fidelity rungs: rung r trains eta**r times longer than rung 0 (1: single-fidelity)
+    augment: bool | None = None  # rung trainings with the final training's crop and flip; None: with rungs > 1
     eta: int = DEFAULT_ETA  # the top 1/eta of a rung (per cost bin) is promoted to a rung eta times longer
 
     def __post_init__(self) -> None:
@@ -82,6 +83,8 @@ class SearchConfig:
             if value is not None and (type(value) is not int or not low <= value <= high):
                 raise BsnasError(f"--{name.replace('_', '-')} must be a whole number from {low} to {high}, "
                                  f"got {value!r}.")
+        if self.augment not in (None, True, False):
+            raise BsnasError(f"augment must be true, false or unset, got {self.augment!r}.")
         if self.timeout is not None and not 0 < self.timeout < math.inf:
             raise BsnasError(f"--timeout must be a positive duration, got {self.timeout!r}.")
         if type(self.heartbeat_s) is not int or not 1 <= self.heartbeat_s <= 3600:
@@ -111,6 +114,12 @@ class SearchConfig:
         return MULTI_FIDELITY_IMAGES
 
     @property
+    def rung_augment(self) -> bool:
+        """Whether the rung trainings use the final training's augmentation: --augment/--no-augment, else with
+        several rungs (the calibration's choice: see the README) and not for the single-fidelity proxy."""
+        return self.augment if self.augment is not None else self.rungs > 1
+
+    @property
     def objective_budget(self) -> float | None:
         """The budget on the objective's cost, in the objective's unit (MFLOPs, Mparams, ms); None without one."""
         return next((cost_value(b.kind, b.limit) for b in self.budgets if b.kind == self.objective), None)
@@ -133,7 +142,8 @@ class SearchConfig:
         return {"budgets": [[b.kind, b.limit] for b in self.budgets], "objective": self.objective,
                 "latency_backend": self.latency_backend, "dataset": self.dataset, "seed": self.seed,
                 "proxy_epochs": self.proxy_epochs,
-                "proxy_images": self.proxy_images, "proxy_val": self.proxy_val, "rungs": self.rungs, "eta": self.eta}
+                "proxy_images": self.proxy_images, "proxy_val": self.proxy_val, "rungs": self.rungs, "eta": self.eta,
+                "augment": self.rung_augment}
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as stored (study attributes, runs/<RUN>/search.yaml): the storage URL without password."""

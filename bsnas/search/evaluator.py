@@ -50,12 +50,13 @@ class ProxyEvaluator:
     seed: int = 0
     val_images: int | None = None  # rung 0's validation images (None: the preset's val_subset)
     eta: int = 3  # each rung trains eta times longer than the one below
+    augment: bool = False  # the final training's augmentation (the paper preset's crop and flip) at every rung
 
     @classmethod
     def for_search(cls, config: SearchConfig, seed: int | None = None) -> ProxyEvaluator:
         """The evaluator of a search's settings (`seed` overrides the search's, e.g. a training's recorded one)."""
         return cls(config.dataset, config.data_root, config.proxy_epochs, config.rung0_images, config.device,
-                   config.seed if seed is None else seed, config.proxy_val, config.eta)
+                   config.seed if seed is None else seed, config.proxy_val, config.eta, config.rung_augment)
 
     def data(self):
         """The dataset, loaded once per process."""
@@ -81,6 +82,9 @@ class ProxyEvaluator:
         passes = (base.train_subset or available) * base.epochs * self.eta ** rung
         epochs = max(base.epochs, round(passes / images))
         val = None if base.val_subset is None else min(len(data.val), base.val_subset * self.eta ** rung)
+        if self.augment:
+            final = preset("paper")
+            base = dataclasses.replace(base, crop_padding=final.crop_padding, flip=final.flip)
         return dataclasses.replace(base, train_subset=images, epochs=epochs, val_subset=val)
 
     def __call__(self, spec: ArchSpec, rung: int = 0) -> Evaluation:
