@@ -33,6 +33,7 @@ from bsnas.search.rungs import open_rung_study, queue_ticket, run_queued_ticket
 from bsnas.search.storage import open_storage
 from bsnas.search.study import quiet_optuna, zoo_slots
 from bsnas.space.decode import SearchSpace
+from bsnas.text import setting_changes
 
 __all__ = ["REFERENCE", "CalibrationEvaluator", "Calibration", "candidates", "collect", "correlations",
            "kendall_tau", "prepare", "progress", "run", "spearman_rho"]
@@ -107,10 +108,9 @@ def _check_training(study: optuna.Study, training: dict) -> None:
     if held is None:
         study.set_user_attr("training", training)
     elif held != training:
-        changed = ", ".join(f"{key} {held.get(key)!r}, now {training.get(key)!r}"
-                            for key in sorted(set(held) | set(training)) if held.get(key) != training.get(key))
-        raise BsnasError(f"the trainings of {study.study_name} were made with other settings ({changed}); run the "
-                         "calibration with the same ones or give another --name.")
+        raise BsnasError(f"the trainings of {study.study_name} were made with other settings "
+                         f"({setting_changes(held, training)}); run the calibration with the same ones or give "
+                         "another --name.")
 
 
 def prepare(calibration: Calibration, specs: list[ArchSpec]) -> None:

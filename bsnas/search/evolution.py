@@ -24,7 +24,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from bsnas.search.promotion import cost_bin, cost_edges, results
+from bsnas.search.promotion import best_first, cost_bin, cost_edges, results
 
 __all__ = ["MAX_MUTATIONS", "MUTATION_RATE", "EvolutionSampler", "best_per_bin"]
 
@@ -41,7 +41,7 @@ def best_per_bin(rungs: list[optuna.Study], budget: float | None) -> list[Frozen
     edges = cost_edges(base, budget)
     best: dict[int, FrozenTrial] = {}
     for study in reversed(rungs):
-        for ticket in sorted(results(study), key=lambda t: (-t.values[0], t.values[1], t.number)):
+        for ticket in sorted(results(study), key=best_first):
             best.setdefault(cost_bin(ticket.values[1], edges), ticket)
     return [best[index] for index in sorted(best)]
 

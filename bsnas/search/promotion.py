@@ -21,8 +21,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsnas.search.evaluator import TRAINING_FAILURES
 
-__all__ = ["COST_BINS", "MAX_ATTEMPTS", "bin_edges", "cost_bin", "cost_edges", "promotable", "next_promotion",
-           "results", "top_rung"]
+__all__ = ["COST_BINS", "MAX_ATTEMPTS", "bin_edges", "cost_bin", "cost_edges", "best_first", "promotable",
+           "next_promotion", "results", "top_rung"]
 
 COST_BINS = 4
 MAX_ATTEMPTS = 2  # trainings of one (architecture, rung) whose workers died before it is given up
@@ -49,6 +49,11 @@ def cost_bin(cost: float, edges: list[float]) -> int:
     return len(edges) - 2
 
 
+def best_first(ticket: FrozenTrial) -> tuple:
+    """Sort key of a rung's results: the most accurate first; ties: the cheaper, then the earlier."""
+    return -ticket.values[0], ticket.values[1], ticket.number
+
+
 def promotable(tickets: list[FrozenTrial], eta: int, edges: list[float]) -> list[FrozenTrial]:
     """The tickets of one rung that earned promotion: in each cost bin, the best floor(n / eta) of its n results
     (ties: the cheaper, then the earlier), best first."""
@@ -57,7 +62,7 @@ def promotable(tickets: list[FrozenTrial], eta: int, edges: list[float]) -> list
         by_bin.setdefault(cost_bin(ticket.values[1], edges), []).append(ticket)
     chosen = []
     for group in by_bin.values():
-        group.sort(key=lambda t: (-t.values[0], t.values[1], t.number))
+        group.sort(key=best_first)
         chosen += group[:len(group) // eta]
     return sorted(chosen, key=lambda t: (-t.values[0], t.number))
 

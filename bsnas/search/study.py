@@ -38,6 +38,7 @@ from bsnas.search.storage import open_storage, redact_url
 from bsnas.space.decode import SearchSpace
 from bsnas.space.invert import params_of
 from bsnas.space.load import space_from_dict
+from bsnas.text import setting_changes
 
 __all__ = ["STARTED", "create_study", "join_study", "load_record", "load_study", "zoo_slots", "set_zoo_slots",
            "queue_slots",
@@ -86,10 +87,8 @@ def create_study(config: SearchConfig, space: SearchSpace, worker: int = 0, stor
         study.set_user_attr("config", config.to_dict())
         study.set_user_attr("space", space.raw)
     elif saved != config.study_settings():
-        now = config.study_settings()
-        changed = "; ".join(f"--{key.replace('_', '-').rstrip('s') if key == 'budgets' else key.replace('_', '-')} "
-                            f"{saved.get(key)!r}, now {now.get(key)!r}"
-                            for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key))
+        changed = setting_changes(saved, config.study_settings(), label=lambda key: "--" + (
+            key.replace("_", "-").rstrip("s") if key == "budgets" else key.replace("_", "-")))
         raise BsnasError(f"study {config.name!r} in {redact_url(config.storage_url)} was made with other settings "
                          f"({changed}); resume it with the same ones or give a new --name.")
     elif study.user_attrs.get("space") != space.raw:
