@@ -11,6 +11,7 @@ from optuna.trial import TrialState, create_trial
 
 from bsnas.arch.cost import cost
 from bsnas.cli import main
+from bsnas.errors import BsnasError
 from bsnas.search.budget import parse_budget
 from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation
@@ -153,6 +154,11 @@ def test_the_cli_runs_a_two_rung_search_and_exports_from_the_top_rung(tmp_path, 
     record = load_record("cli", runs_dir=str(tmp_path))
     exported = (tmp_path / "a.yaml").read_text()
     assert json.loads(max(record.front(), key=lambda t: t.values[0]).user_attrs["spec"])["name"] in exported
+    promoted = next(row for row in rows if row["rung_reached"] == "1")  # its note gives its highest rung's accuracy
+    capsys.readouterr()
+    assert main(["export", "cli", "--runs-dir", str(tmp_path), "--pick", f"trial:{promoted['number']}", "-o",
+                 output]) == 0
+    assert f"val accuracy {float(promoted['val_accuracy_rung1']):.2%} at rung 1," in capsys.readouterr().err
 
 
 def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
@@ -182,3 +188,17 @@ def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
     assert (ProxyEvaluator.for_search(one).train_config(0).crop_padding, three.study_settings()["augment"]) == (0, True)
     plain = ProxyEvaluator.for_search(config(rungs=3, augment=False)).train_config(2)
     assert (plain.crop_padding, plain.flip) == (0, False)
+
+
+def test_a_study_made_before_rungs_could_augment_is_read_as_unaugmented(tmp_path, space):
+    from bsnas.search.config import config_from_dict
+    from bsnas.search.study import create_study
+
+    config = _config(tmp_path)
+    study = create_study(config, space)
+    for key in ("settings", "config"):  # what a study made before --augment existed holds
+        study.set_user_attr(key, {k: v for k, v in study.user_attrs[key].items() if k != "augment"})
+    assert config_from_dict(study.user_attrs["config"]).rung_augment is False  # e.g. `bsnas train RUN:trial:N`
+    with pytest.raises(BsnasError, match=r"other settings \(--augment False, now True\)"):
+        create_study(config, space)
+    assert create_study(_config(tmp_path, augment=False), space).study_name == "mf"

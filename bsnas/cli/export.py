@@ -88,10 +88,13 @@ def _resolve(args: argparse.Namespace) -> tuple[ArchSpec, bool, Path | None, str
         from bsnas.search.front import pick, trial_number, trial_spec
         from bsnas.search.study import load_record
 
-        trial = pick(load_record(folder.name, args.storage, str(folder.parent)), args.pick)
+        record = load_record(folder.name, args.storage, str(folder.parent))
+        trial = pick(record, args.pick)
         spec, attrs = trial_spec(trial), trial.user_attrs
-        return spec, False, folder, (f"trial {trial_number(trial)} ({spec.name}), val accuracy {trial.values[0]:.2%}, "
-                                    f"{format_cost('flops', attrs.get('flops'))}, "
+        rung, training = record.highest_training(trial) or (0, trial)
+        at_rung = f" at rung {rung}" if len(record.rungs) > 1 else ""
+        return spec, False, folder, (f"trial {trial_number(trial)} ({spec.name}), val accuracy "
+                                    f"{training.values[0]:.2%}{at_rung}, {format_cost('flops', attrs.get('flops'))}, "
                                     f"{format_cost('params', attrs.get('params'))}")
     if folder is not None:
         raise BsnasError(f"{folder}: neither a training run (checkpoint.pt) nor a search (search.yaml).")

@@ -14,9 +14,11 @@ from bsnas.search.budget import COST_KINDS, Budget
 from bsnas.search.storage import HEARTBEAT_S, redact_url
 from bsnas.train.rundir import run_path
 
-__all__ = ["SAMPLERS", "COST_UNITS", "SearchConfig", "config_from_dict", "cost_value"]
+__all__ = ["SAMPLERS", "COST_UNITS", "SETTINGS_BEFORE", "SearchConfig", "config_from_dict", "cost_value"]
 
 SAMPLERS = ("auto", "nsga2", "evolution", "tpe", "random")
+# Settings that studies made before the setting existed do not hold, with the value those studies ran with.
+SETTINGS_BEFORE = {"augment": False}
 MULTI_FIDELITY_IMAGES = 1000  # rung 0's training images when --rungs > 1 and no --proxy-images (see the README)
 DEFAULT_RUNGS, DEFAULT_ETA = 4, 3  # the ladder of `bsnas search` and `bsnas calibrate` (see the README)
 LATENCY_BACKENDS = ("torch", "onnxruntime")
@@ -156,7 +158,7 @@ class SearchConfig:
 def config_from_dict(data: dict[str, Any], **changes: Any) -> SearchConfig:
     """The config a study stored (`to_dict`), with `changes` (e.g. this machine's storage URL and workers)."""
     known = {field.name for field in dataclasses.fields(SearchConfig)}
-    values = {key: value for key, value in data.items() if key in known}
+    values = {key: value for key, value in {**SETTINGS_BEFORE, **data}.items() if key in known}
     values["budgets"] = tuple(Budget(kind, limit) for kind, limit in values.get("budgets", []))
     values.update(changes)
     return SearchConfig(**values)

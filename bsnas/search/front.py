@@ -88,6 +88,12 @@ class SearchRecord:
                 found.setdefault(ticket.user_attrs["spec_hash"], {})[rung] = ticket
         return found
 
+    def highest_training(self, trial: FrozenTrial) -> tuple[int, FrozenTrial] | None:
+        """(rung, training) of the trial's architecture at the highest rung it reached; None if it was never
+        trained."""
+        by_rung = self.trainings().get(trial.user_attrs.get("spec_hash"), {})
+        return max(by_rung.items(), default=None)
+
     def trial(self, number: int) -> FrozenTrial:
         trials = self.study.get_trials(deepcopy=False)
         if not 0 <= number < len(trials):

@@ -29,7 +29,7 @@ from bsnas.arch.zoo import get_spec, list_models, zoo_family
 from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget
 from bsnas.search.candidate import over_budget
-from bsnas.search.config import COST_UNITS, SearchConfig, config_from_dict
+from bsnas.search.config import COST_UNITS, SETTINGS_BEFORE, SearchConfig, config_from_dict
 from bsnas.search.evaluator import TRAINING_FAILURES
 from bsnas.search.evolution import EvolutionSampler, best_per_bin
 from bsnas.search.front import SearchRecord, trial_number
@@ -86,7 +86,7 @@ def create_study(config: SearchConfig, space: SearchSpace, worker: int = 0, stor
         study.set_user_attr("settings", config.study_settings())
         study.set_user_attr("config", config.to_dict())
         study.set_user_attr("space", space.raw)
-    elif saved != config.study_settings():
+    elif (saved := {**SETTINGS_BEFORE, **saved}) != config.study_settings():
         changed = setting_changes(saved, config.study_settings(), label=lambda key: "--" + (
             key.replace("_", "-").rstrip("s") if key == "budgets" else key.replace("_", "-")))
         raise BsnasError(f"study {config.name!r} in {redact_url(config.storage_url)} was made with other settings "
