@@ -128,9 +128,10 @@ def test_one_rung_is_the_single_fidelity_search(tmp_path, space):
     assert {t.user_attrs["spec_hash"] for t in record.front()} == {t.user_attrs["spec_hash"] for t in best}
 
 
-def test_two_worker_processes_never_train_an_architecture_twice_at_a_rung(tmp_path, space):
+def test_two_worker_processes_never_train_an_architecture_twice_at_a_rung(tmp_path, space, capfd):
     config = _config(tmp_path, workers=2, trials=8, proxy_images=64, proxy_epochs=1)
     assert run_search(config, space).ok
+    assert "Using an existing study" not in capfd.readouterr().err  # workers keep Optuna's info lines quiet
     record = load_record("mf", config.storage_url)
     for study in record.rungs:
         trained = [t.user_attrs["spec_hash"] for t in study.trials if t.user_attrs.get("status") == "trained"]
@@ -202,3 +203,26 @@ def test_a_study_made_before_rungs_could_augment_is_read_as_unaugmented(tmp_path
     with pytest.raises(BsnasError, match=r"other settings \(--augment False, now True\)"):
         create_study(config, space)
     assert create_study(_config(tmp_path, augment=False), space).study_name == "mf"
+
+
+def test_the_report_names_the_best_zoo_model_at_the_highest_rung_a_zoo_model_reached(tmp_path):
+    from bsnas.report.tables import zoo_line
+    from bsnas.search.front import SearchRecord
+
+    rungs = _rung_studies(tmp_path, 3)
+    for rung, (number, accuracy, cost_m, zoo) in ((0, (1, 0.70, 5.0, "zoo_a")), (0, (2, 0.72, 9.0, "zoo_b")),
+                                                  (1, (1, 0.80, 5.0, "zoo_a")), (1, (2, 0.79, 9.0, "zoo_b")),
+                                                  (2, (3, 0.90, 4.0, None))):
+        ticket = _ticket(number, accuracy, cost_m)
+        ticket.set_user_attr("zoo", zoo) if zoo else None
+        ticket.set_user_attr("flops", cost_m * 1e6)
+        rungs[rung].add_trial(ticket)
+    record = SearchRecord(rungs[0], rungs)
+    rung, best = record.best_zoo()
+    assert (rung, best.user_attrs["zoo"]) == (1, "zoo_a")  # the timeout ended the search before a zoo model got to 2
+    assert zoo_line(record) == "best zoo model at rung 1 (none reached rung 2): zoo_a, 80.00% at 5 MFLOPs"
+    promoted = _ticket(1, 0.85, 5.0)
+    promoted.set_user_attr("zoo", "zoo_a")
+    promoted.set_user_attr("flops", 5e6)
+    rungs[2].add_trial(promoted)
+    assert zoo_line(record) == "best zoo model at rung 2: zoo_a, 85.00% at 5 MFLOPs (dominated by the front)"

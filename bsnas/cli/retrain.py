@@ -72,7 +72,8 @@ def _zoo_baselines(record, pattern: str | None) -> list[str]:
         except re.error as error:
             raise BsnasError(f"--zoo {pattern!r} is not a valid regular expression ({error}).") from None
         return sorted({t.user_attrs["zoo"] for t in zoo if regex.search(t.user_attrs["zoo"])})
-    best = record.best_zoo() or max(zoo, key=lambda t: t.values[0], default=None)
+    found = record.best_zoo()
+    best = found[1] if found else max(zoo, key=lambda t: t.values[0], default=None)
     return [] if best is None else [best.user_attrs["zoo"]]
 
 

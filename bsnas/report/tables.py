@@ -8,7 +8,7 @@ from bsnas.search.budget import format_cost
 from bsnas.search.front import SearchRecord, knee, trial_number, trial_spec
 from bsnas.text import plural
 
-__all__ = ["front_table", "print_report", "table_console"]
+__all__ = ["front_table", "print_report", "table_console", "zoo_line"]
 
 
 def table_console(file=None):
@@ -52,6 +52,21 @@ def front_table(record: SearchRecord, title: str | None = None):
     return table
 
 
+def zoo_line(record: SearchRecord) -> str | None:
+    """The best zoo model beside the front: at the front's rung when one got there (unless it is on the front),
+    else at the highest rung a zoo model reached, saying so; None without zoo models."""
+    found = record.best_zoo()
+    if found is None:
+        return None
+    rung, zoo = found
+    if rung == record.top and any(trial_number(p) == trial_number(zoo) for p in record.front()):
+        return None
+    where = f"rung {rung}" if rung == record.top else f"rung {rung} (none reached rung {record.top})"
+    dominated = " (dominated by the front)" if rung == record.top else ""
+    return (f"best zoo model at {where}: {zoo.user_attrs['zoo']}, {zoo.values[0]:.2%} at "
+            f"{format_cost('flops', zoo.user_attrs.get('flops'))}{dominated}")
+
+
 def print_report(record: SearchRecord, run_dir: Path, stream=None) -> None:
     """Write trials.csv, pareto/*.yaml and pareto.png and print the front table and a summary."""
     from bsnas.report import write_report
@@ -60,11 +75,8 @@ def print_report(record: SearchRecord, run_dir: Path, stream=None) -> None:
     paths = write_report(record, run_dir)
     console = table_console(stream)
     console.print(front_table(record))
-    zoo = record.best_zoo()
-    if zoo is not None and all(trial_number(p) != trial_number(zoo) for p in record.front()):
-        console.print(f"best zoo model at rung {record.top}: {zoo.user_attrs['zoo']}, {zoo.values[0]:.2%} at "
-                      f"{format_cost('flops', zoo.user_attrs.get('flops'))} (dominated by the front)",
-                      highlight=False, soft_wrap=True)
+    if line := zoo_line(record):
+        console.print(line, highlight=False, soft_wrap=True)
     counts = count_trials(record.study)
     share = counts["feasible"] / counts["complete"] if counts["complete"] else 0.0
     trainings = sum(len(r) for r in record.trainings().values())

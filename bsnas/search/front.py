@@ -19,9 +19,9 @@ from optuna.trial import FrozenTrial, TrialState
 from bsnas.arch.spec import ArchSpec
 from bsnas.arch.validate import spec_from_dict
 from bsnas.errors import BsnasError
-from bsnas.search.promotion import results, top_rung
+from bsnas.search.promotion import best_first, results, top_rung
 
-__all__ = ["PICKS", "SearchRecord", "knee", "knee_index", "pick", "trial_number", "trial_spec"]
+__all__ = ["PICKS", "SearchRecord", "best_zoo", "knee", "knee_index", "pick", "trial_number", "trial_spec"]
 
 PICKS = ("max-acc", "knee", "min-cost", "trial:N")
 UNITS = {"flops": "MFLOPs", "params": "Mparams", "latency": "ms"}
@@ -100,10 +100,19 @@ class SearchRecord:
             raise BsnasError(f"the study {self.name!r} has no trial {number}.")
         return trials[number]
 
-    def best_zoo(self) -> FrozenTrial | None:
-        """The most accurate zoo model at the top rung (the same fidelity as the front), if one got there."""
-        zoo = [t for t in results(self.rungs[self.top]) if t.user_attrs.get("zoo")]
-        return max(zoo, key=lambda t: (t.values[0], -t.values[1]), default=None)
+    def best_zoo(self) -> tuple[int, FrozenTrial] | None:
+        """(rung, training) of the most accurate zoo model at the highest rung a zoo model reached: the front's
+        rung when one got there (the comparison at equal fidelity), a lower one when the search ended first."""
+        return best_zoo(self.rungs)
+
+
+def best_zoo(rungs: list[optuna.Study]) -> tuple[int, FrozenTrial] | None:
+    """(rung, training) of the most accurate zoo model at the highest rung of `rungs` that holds one."""
+    for rung in range(top_rung(rungs), -1, -1):
+        zoo = [t for t in results(rungs[rung]) if t.user_attrs.get("zoo")]
+        if zoo:
+            return rung, min(zoo, key=best_first)
+    return None
 
 
 def pick(record: SearchRecord, choice: str = "knee") -> FrozenTrial:

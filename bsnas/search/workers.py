@@ -28,14 +28,16 @@ from bsnas.search.budget import Budget, format_cost
 from bsnas.search.candidate import measure_latency_ms
 from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
+from bsnas.search.front import best_zoo
 from bsnas.search.objective import make_objective
-from bsnas.search.promotion import next_promotion, results, top_rung
+from bsnas.search.promotion import next_promotion, top_rung
 from bsnas.search.rungs import TrialFailed, candidate_attrs, open_rung_study, queue_ticket, run_queued_ticket
 from bsnas.search.storage import grace_period, open_storage
 from bsnas.search.study import (
     count_trials,
     create_study,
     queue_slots,
+    quiet_optuna,
     recover_dead_trials,
     set_zoo_slots,
     zoo_slots,
@@ -218,6 +220,7 @@ def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | 
 
     if threads is not None:
         torch.set_num_threads(threads)
+    quiet_optuna()
     storage = open_storage(config.storage_url, config.heartbeat_s)
     rungs = [open_rung_study(storage, config.name, rung) for rung in range(config.rungs)]
     study = create_study(config, space, index, storage, rungs)
@@ -269,8 +272,5 @@ def zoo_reference(rungs: list[optuna.Study]) -> FrozenTrial | None:
     top = top_rung(rungs)
     if top == 0 or any(t.user_attrs.get("zoo") for t in rungs[top].get_trials(deepcopy=False)):
         return None
-    for rung in range(top - 1, -1, -1):
-        zoo = [t for t in results(rungs[rung]) if t.user_attrs.get("zoo")]
-        if zoo:
-            return max(zoo, key=lambda t: (t.values[0], -t.number))
-    return None
+    found = best_zoo(rungs)
+    return None if found is None else found[1]
