@@ -226,3 +226,30 @@ def test_the_report_names_the_best_zoo_model_at_the_highest_rung_a_zoo_model_rea
     promoted.set_user_attr("flops", 5e6)
     rungs[2].add_trial(promoted)
     assert zoo_line(record) == "best zoo model at rung 2: zoo_a, 85.00% at 5 MFLOPs (dominated by the front)"
+
+
+def test_pareto_png_labels_of_front_points_close_in_cost_do_not_overlap(tmp_path, monkeypatch):
+    import matplotlib.figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from bsnas.report.plots import plot_front
+    from bsnas.search.front import SearchRecord
+
+    rungs = _rung_studies(tmp_path, 2)
+    for rung, tickets in ((0, [_ticket(1, 0.60, 5.0), _ticket(2, 0.62, 20.4), _ticket(3, 0.61, 20.5),
+                               _ticket(4, 0.63, 60.0)]),
+                          (1, [_ticket(1, 0.88, 5.0), _ticket(2, 0.9027, 20.4), _ticket(3, 0.9037, 20.5),
+                               _ticket(4, 0.911, 60.9)])):
+        for ticket in tickets:
+            rungs[rung].add_trial(ticket)
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda figure, path: drawn.append(figure))
+    record = SearchRecord(rungs[0], rungs)
+    assert len(record.front()) == 4
+    plot_front(record, tmp_path / "pareto.png")
+    canvas = FigureCanvasAgg(drawn[0])
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in drawn[0].axes[0].texts]
+    assert len(boxes) == 4
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])

@@ -55,9 +55,9 @@ def plot_front(record: SearchRecord, path: str | Path) -> Path:
         axes.plot([t.values[1] for t in front], [t.values[0] for t in front], "-", c="tab:red", lw=1.5,
                   drawstyle="steps-post", zorder=4, label=f"front (rung {record.top})" if len(by_rung) > 1
                   else "Pareto front")
-        for point in front:
+        for index, point in enumerate(front):  # labels alternate above and below: neighbours may be close in cost
             axes.annotate(str(trial_number(point)), (point.values[1], point.values[0]), textcoords="offset points",
-                          xytext=(4, 4), fontsize=7, color="tab:red")
+                          xytext=(4, 4) if index % 2 == 0 else (4, -11), fontsize=7, color="tab:red")
         bend = front[knee(front)]
         axes.scatter([bend.values[1]], [bend.values[0]], s=190, marker="*", c="gold", edgecolors="tab:red",
                      zorder=5, label=f"knee (trial {trial_number(bend)})")
