@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 TRIALS = 6
@@ -104,7 +105,7 @@ def test_three_searches_on_one_postgresql_study_share_it_exactly(postgres_url, t
     searches = [_search(url, tmp_path / f"machine{i}", "shared", "--trials", "12", "--workers", "1",
                         "--zoo", zoo, "--proxy-epochs", "2") for i in range(3)]
     results = [_finish(process) for process in searches]
-    assert [code for code, _ in results] == [0, 0, 0], [err for _, err in results]
+    assert [code for code, _ in results] == [0, 0, 0], [err[-1500:] for _, err in results]
     study = _study(url, "shared")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 12 == len({t.user_attrs["slot"] for t in complete})  # one per slot, none lost
@@ -116,3 +117,54 @@ def test_three_searches_on_one_postgresql_study_share_it_exactly(postgres_url, t
     workers = {t.user_attrs["worker"] for t in complete}
     assert len(workers) == 3  # every search trained some
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _any_training_running(storage_url: str) -> bool:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        summaries = optuna.get_all_study_summaries(storage_url)
+        return any(optuna.load_study(study_name=s.study_name, storage=storage_url)
+                   .get_trials(deepcopy=False, states=(TrialState.RUNNING,)) for s in summaries)
+    except Exception:  # the storage is still being created
+        return False
+
+
+@pytest.mark.parametrize("command", ["search", "calibrate"])
+def test_sigterm_to_the_parent_stops_its_workers_and_leaves_no_training_running(command, tmp_path):
+    """`kill PID` (a service manager's stop) reaches the parent only: it must stop its worker processes (they
+    trained on for minutes, orphaned) and give their trainings back, then exit non-zero with one line."""
+    if command == "search":
+        url = f"sqlite:///{tmp_path / 'search.db'}"
+        argv = ["search", *ARGS, "--storage", url, "--trials", "100", "--name", "t"]
+    else:
+        url = f"sqlite:///{tmp_path / 't' / 'calibrate.db'}"
+        argv = ["calibrate", "--dataset", "synthetic", "--budget", "2MFLOPs", "--candidates", "20", "--rungs", "1",
+                "--proxy-images", "512", "--proxy-epochs", "6", "--reference-epochs", "3", "--name", "t"]
+    process = subprocess.Popen([sys.executable, "-m", "bsnas", *argv, "--workers", "2", "--runs-dir", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _any_training_running(url):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.2)
+        process.terminate()  # SIGTERM to the parent alone
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _group_alive(process.pid), "worker processes outlived their parent"
+        _, err = process.communicate(timeout=10)
+        assert process.returncode == 143 and err.strip().splitlines()[-1] == "bsnas: terminated", err
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err
+        assert not _any_training_running(url)  # given back at once, not after a heartbeat grace period
+    finally:
+        if _group_alive(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)

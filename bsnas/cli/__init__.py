@@ -2,7 +2,9 @@
 
 Each sub-command lives in its own module of this package with two functions,
 `add_parser(subparsers)` and `run(args) -> int`; `COMMANDS` lists them.
-User errors (`BsnasError`) become one line on stderr and exit status 2.
+User errors (`BsnasError`) become one line on stderr and exit status 2. Ctrl-C and SIGTERM (a service
+manager's stop) end a command the same way, through KeyboardInterrupt: a running training is given back and the
+worker processes are stopped (`bsnas.search.processes`); the exit status is 130 or 143.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from bsnas import __version__
@@ -39,17 +42,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that it stops as on Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 user error)."""
+    """Run the CLI; returns the exit status (0 ok, 2 user error, 130 Ctrl-C, 143 SIGTERM)."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = build_parser().parse_args(argv)
         return int(args.run(args) or 0)
     except BsnasError as error:
         print(f"bsnas: error: {error}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("bsnas: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("bsnas: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout went away (`bsnas zoo list | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)

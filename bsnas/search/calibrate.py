@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import multiprocessing
 import random
 import time
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget
 from bsnas.search.candidate import measure_candidate
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
+from bsnas.search.processes import run_processes
 from bsnas.search.promotion import results
 from bsnas.search.rungs import open_rung_study, queue_ticket, run_queued_ticket
 from bsnas.search.storage import open_storage
@@ -165,17 +165,15 @@ def progress(calibration: Calibration, studies: list[optuna.Study]) -> str:
 def run(calibration: Calibration, report=None, every_s: float = 30.0) -> int:
     """Train everything queued, in `calibration.workers` processes; returns how many workers failed. `report`, if
     given, receives `progress()` whenever it changed (checked every `every_s` seconds)."""
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(calibration,)) for _ in range(calibration.workers)]
-    for process in processes:
-        process.start()
     studies = calibration.studies(open_storage(calibration.storage_url, calibration.heartbeat_s))
     shown = None
-    while alive := [process for process in processes if process.is_alive()]:
-        alive[0].join(timeout=every_s)
+
+    def show() -> None:
+        nonlocal shown
         if report is not None and (line := progress(calibration, studies)) != shown:
             report(shown := line)
-    return sum(process.exitcode != 0 for process in processes)
+
+    return run_processes(_worker, [(calibration,)] * calibration.workers, "bsnas-calibrate", every_s, show)
 
 
 def _ranks(values: list[float]) -> list[float]:

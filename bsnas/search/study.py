@@ -17,6 +17,7 @@ The study's user attributes hold the search settings (`config`, without secrets)
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 import warnings
 from collections.abc import Iterable
@@ -48,8 +49,27 @@ __all__ = ["STARTED", "create_study", "join_study", "load_record", "load_study",
 STARTED = "started"  # user attribute the objective sets first (the trial's own number): it got past Optuna's start
 
 
+class _AfterAStop(logging.Filter):
+    """Drops Optuna's log from the first record of a trial ended by Ctrl-C or SIGTERM on (its traceback, then
+    'failed with value None'): the process is stopping, and a stop is not an error."""
+
+    stopping = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.stopping = True
+        return not self.stopping
+
+
+_AFTER_A_STOP = _AfterAStop()
+
+
 def quiet_optuna() -> None:
+    """Optuna's log at warnings only, without its traceback for a trial that was stopped, and without warnings
+    about experimental features."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(_AFTER_A_STOP)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")

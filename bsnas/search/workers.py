@@ -11,9 +11,7 @@ worker died stops beating, is failed after the grace period and queued again, an
 from __future__ import annotations
 
 import functools
-import multiprocessing
 import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
 from bsnas.search.front import best_zoo
 from bsnas.search.objective import make_objective
+from bsnas.search.processes import run_processes
 from bsnas.search.promotion import next_promotion, top_rung
 from bsnas.search.rungs import TrialFailed, candidate_attrs, open_rung_study, queue_ticket, run_queued_ticket
 from bsnas.search.storage import grace_period, open_storage
@@ -151,53 +150,18 @@ def run_workers(config: SearchConfig, space: SearchSpace, evaluate: Callable[[Ar
         finally:
             torch.set_num_threads(previous)
         return _result(config, study, 0, deadline)
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_process, args=(config, space, index, threads, deadline),
-                                 name=f"bsnas-worker-{index}") for index in range(config.workers)]
-    for process in processes:
-        process.start()
-    try:
-        while any(process.is_alive() for process in processes):
-            if on_update:
-                on_update(study)
-            for process in processes:
-                process.join(timeout=poll_s / len(processes))
-    except KeyboardInterrupt:
-        _stop(processes)
-        raise
-    if on_update:
-        on_update(study)
-    return _result(config, study, sum(process.exitcode != 0 for process in processes), deadline)
+    def update() -> None:
+        if on_update:
+            on_update(study)
+
+    failed = run_processes(worker, [(config, space, index, threads, deadline) for index in range(config.workers)],
+                           "bsnas-worker", poll_s, update)
+    return _result(config, study, failed, deadline)
 
 
 def _result(config: SearchConfig, study: optuna.Study, failed: int, deadline: float | None) -> SearchResult:
     return SearchResult(study, failed_workers=failed, target=config.trials,
                         timed_out=deadline is not None and time.time() >= deadline)
-
-
-def _stop(processes: list) -> None:
-    """Ask the workers to stop (SIGTERM), wait up to 10 s each, then kill the ones still there."""
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=10)
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=10)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-def _worker_process(config: SearchConfig, space: SearchSpace, index: int, threads: int,
-                    deadline: float | None) -> None:
-    signal.signal(signal.SIGTERM, _interrupt)  # the parent's stop: end like Ctrl-C (the trial is queued again)
-    try:
-        worker(config, space, index, threads, deadline)
-    except KeyboardInterrupt:
-        pass
 
 
 def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | None, deadline: float | None,
