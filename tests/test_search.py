@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 
 import optuna
@@ -130,6 +131,56 @@ def test_resume_continues_up_to_the_trial_count(tmp_path, space):
     assert count_trials(again.study)["complete"] == 5
     with pytest.raises(BsnasError, match=r"other settings \(--budget \[\['flops', 3000000.0\]\], now"):
         run_search(_config(tmp_path, budget="4MFLOPs", trials=6), space, evaluate=trainer)
+
+
+@pytest.mark.parametrize("second_budget", ["3MFLOPs", "4MFLOPs"])
+def test_searches_that_start_together_see_a_whole_study_or_make_it(tmp_path, space, monkeypatch, second_budget):
+    """A search that opens the study while another is still writing its settings (three searches started at once
+    on one PostgreSQL study) takes it when its settings are the same (it refused it as made with other
+    settings), and whichever of two with other settings does not match what the study holds in the end is
+    refused."""
+    local = space.for_data(*SYNTHETIC)
+    first, second = _config(tmp_path), _config(tmp_path, budget=second_budget)
+    write = optuna.Study.set_user_attr
+    outcome = {}
+
+    def create(name, config):
+        try:
+            create_study(config, local)
+            outcome[name] = "took it"
+        except BsnasError as error:
+            outcome[name] = str(error)
+
+    def first_write_then_the_second_search(study, key, value):
+        write(study, key, value)
+        if not threads:  # the second search opens the study now, halfway through its making, and waits there
+            threads.append(threading.Thread(target=create, args=("second", second)))
+            threads[0].start()
+            threads[0].join(timeout=1.0)
+
+    threads = []
+    monkeypatch.setattr(optuna.Study, "set_user_attr", first_write_then_the_second_search)
+    create("first", first)
+    threads[0].join(timeout=60)
+    monkeypatch.undo()
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 't' / 'study.db'}")
+    held = study.user_attrs["settings"]
+    assert study.user_attrs["space"] == local.raw
+    for name, config in [("first", first), ("second", second)]:
+        same = config.study_settings() == held
+        assert (outcome[name] == "took it") == same, (name, outcome)
+    if second_budget == "3MFLOPs":
+        assert outcome == {"first": "took it", "second": "took it"}
+
+
+def test_a_study_not_made_by_bsnas_search_is_not_taken_over(tmp_path, space, monkeypatch):
+    monkeypatch.setattr("bsnas.search.study.SETTINGS_WAIT_S", 0.3)
+    (tmp_path / "t").mkdir()
+    url = f"sqlite:///{tmp_path / 't' / 'study.db'}"
+    optuna.create_study(study_name="t", storage=url)
+    with pytest.raises(BsnasError, match="study 't' in .* holds no bsnas search settings .* give another --name"):
+        create_study(_config(tmp_path), space.for_data(*SYNTHETIC))
+    assert optuna.load_study(study_name="t", storage=url).user_attrs == {}
 
 
 def test_space_that_cannot_meet_the_budget_says_so_early(tmp_path, space):

@@ -54,8 +54,8 @@ def open_rung_study(storage, name: str, rung: int, label: str | None = None) -> 
         with warnings.catch_warnings():  # metric names are "experimental" in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([f"val_accuracy_rung{rung}", "cost"])
-        study.set_user_attr("rung_of", name)
         study.set_user_attr("rung", rung)
+        study.set_user_attr("rung_of", name)  # last: marks a whole rung study
     return study
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import logging
 import re
+import time
 import warnings
 from collections.abc import Iterable
 
@@ -98,23 +99,42 @@ def create_study(config: SearchConfig, space: SearchSpace, worker: int = 0, stor
     if config.storage is None:
         config.run_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or open_storage(config.storage_url, config.heartbeat_s)
-    study = optuna.create_study(study_name=config.name, storage=storage, sampler=_sampler(config, worker, rungs),
-                                directions=["maximize", "minimize"], load_if_exists=True)
-    saved = study.user_attrs.get("settings")
-    if saved is None:
+    sampler = _sampler(config, worker, rungs)
+    try:
+        study = optuna.create_study(study_name=config.name, storage=storage, sampler=sampler,
+                                    directions=["maximize", "minimize"])
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
+        _await_settings(study, config)
+    else:  # made here (only one of several searches started together is): "settings" last marks it whole
         study.set_metric_names(["val_accuracy", COST_UNITS[config.objective][0]])
-        study.set_user_attr("settings", config.study_settings())
-        study.set_user_attr("config", config.to_dict())
         study.set_user_attr("space", space.raw)
-    elif (saved := {**SETTINGS_BEFORE, **saved}) != config.study_settings():
+        study.set_user_attr("config", config.to_dict())
+        study.set_user_attr("settings", config.study_settings())
+    saved = {**SETTINGS_BEFORE, **study.user_attrs["settings"]}
+    if saved != config.study_settings():
         changed = setting_changes(saved, config.study_settings(), label=lambda key: "--" + (
             key.replace("_", "-").rstrip("s") if key == "budgets" else key.replace("_", "-")))
         raise BsnasError(f"study {config.name!r} in {redact_url(config.storage_url)} was made with other settings "
                          f"({changed}); resume it with the same ones or give a new --name.")
-    elif study.user_attrs.get("space") != space.raw:
+    if study.user_attrs.get("space") != space.raw:
         raise BsnasError(f"study {config.name!r} was created with another search space than {config.space_file}; "
                          "resume it with the same --space or give a new --name.")
     return study
+
+
+SETTINGS_WAIT_S = 30.0  # how long a search waits for the search that is making its study to write the settings
+
+
+def _await_settings(study: optuna.Study, config: SearchConfig) -> None:
+    """Wait until the search that made the study has written its settings (it does at once)."""
+    deadline = time.monotonic() + SETTINGS_WAIT_S
+    while "settings" not in study.user_attrs:
+        if time.monotonic() > deadline:
+            raise BsnasError(f"study {config.name!r} in {redact_url(config.storage_url)} holds no bsnas search "
+                             "settings (not made by bsnas search, or its search stopped while making it); give "
+                             "another --name.")
+        time.sleep(0.1)
 
 
 def join_study(name: str, storage: str, **changes) -> tuple[SearchConfig, SearchSpace]:
