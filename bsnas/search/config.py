@@ -20,7 +20,7 @@ SAMPLERS = ("auto", "nsga2", "evolution", "tpe", "random")
 # Settings that studies made before the setting existed do not hold, with the value those studies ran with.
 SETTINGS_BEFORE = {"augment": False}
 MULTI_FIDELITY_IMAGES = 1000  # rung 0's training images when --rungs > 1 and no --proxy-images (see the README)
-DEFAULT_RUNGS, DEFAULT_ETA = 4, 3  # the ladder of `bsnas search` and `bsnas calibrate` (see the README)
+DEFAULT_RUNGS, DEFAULT_ETA = 5, 3  # the ladder of `bsnas search` and `bsnas calibrate` (see the README)
 LATENCY_BACKENDS = ("torch", "onnxruntime")
 COST_UNITS = {"flops": ("MFLOPs", 1e-6), "params": ("Mparams", 1e-6), "latency": ("ms", 1.0)}
 
