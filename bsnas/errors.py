@@ -1,8 +1,8 @@
-"""The one exception type for mistakes a user can fix (bad files, names, flags)."""
+"""The exception for mistakes a user can fix (bad files, names, flags), and the one for a stop by SIGTERM."""
 
 from __future__ import annotations
 
-__all__ = ["BsnasError", "shown"]
+__all__ = ["BsnasError", "Terminated", "shown"]
 
 
 class BsnasError(ValueError):
@@ -10,6 +10,10 @@ class BsnasError(ValueError):
 
     The CLI prints it on one line to stderr and exits with status 2; it never shows a traceback.
     """
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager's stop), raised so that a command stops as on Ctrl-C; the CLI exits with 143."""
 
 
 def shown(text: object) -> str:

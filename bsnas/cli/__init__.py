@@ -16,7 +16,7 @@ import signal
 import sys
 
 from bsnas import __version__
-from bsnas.errors import BsnasError
+from bsnas.errors import BsnasError, Terminated
 
 __all__ = ["main"]
 
@@ -40,10 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"bsnas.cli.{name}")
         module.add_parser(subparsers)
     return parser
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the command is, so that it stops as on Ctrl-C."""
 
 
 def _terminate(signum, frame) -> None:

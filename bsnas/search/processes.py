@@ -1,9 +1,11 @@
 """The worker processes of a search or a calibration: started together (spawn), watched, stopped together.
 
-A stop of the parent (Ctrl-C; SIGTERM, which the CLI raises as `Terminated`) stops its workers before it goes:
-each takes SIGTERM like Ctrl-C (its running training fails and is queued again), and one still there after 10 s
-is killed. A worker whose parent is killed outright (SIGKILL) goes on with the shared storage; its trainings are
-kept.
+A stop of the parent (Ctrl-C, or SIGTERM) stops its workers before it goes: the parent notes the signal (an
+exception raised in the middle of a storage read could come out as another error), asks each worker to stop
+with SIGTERM, kills one still there after 10 s, and raises KeyboardInterrupt (`Terminated` for SIGTERM). A
+worker stops at once, like Ctrl-C: its running training fails and is queued again (a stop that lands in a
+storage write leaves that trial to the heartbeat check, as a kill would), and it exits quietly. A worker whose
+parent is killed outright (SIGKILL) goes on with the shared storage; its trainings are kept.
 """
 
 from __future__ import annotations
@@ -11,28 +13,43 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 
+from bsnas.errors import Terminated
+
 __all__ = ["run_processes"]
+
+STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
 def run_processes(target: Callable, arguments: Sequence[tuple], name: str, poll_s: float,
                   on_poll: Callable[[], None] | None = None) -> int:
     """Run `target(*args)` in one spawned process per entry of `arguments` until all have ended; call `on_poll`
-    at least every `poll_s` seconds meanwhile and once at the end. Returns how many exited with an error."""
+    every `poll_s` seconds meanwhile and once at the end. Returns how many exited with an error."""
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker_main, args=(target, args), name=f"{name}-{index}")
                  for index, args in enumerate(arguments)]
+    stops: list[int] = []
+    watching = threading.current_thread() is threading.main_thread()  # only the main thread gets signals
+    previous = {stop: signal.signal(stop, lambda signum, frame: stops.append(signum)) for stop in STOPS} \
+        if watching else {}
     try:
         for process in processes:
             process.start()
-        while alive := [process.sentinel for process in processes if process.is_alive()]:
-            if on_poll:
+        next_poll = time.monotonic()
+        while not stops and (alive := [process.sentinel for process in processes if process.is_alive()]):
+            if on_poll and time.monotonic() >= next_poll:
                 on_poll()
-            multiprocessing.connection.wait(alive, timeout=poll_s)
-    except KeyboardInterrupt:
+                next_poll = time.monotonic() + poll_s
+            multiprocessing.connection.wait(alive, timeout=min(poll_s, 0.5))
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+    if stops:
         _stop(processes)
-        raise
+        raise Terminated if stops[0] == signal.SIGTERM else KeyboardInterrupt
     if on_poll:
         on_poll()
     return sum(process.exitcode != 0 for process in processes)
@@ -52,13 +69,20 @@ def _stop(processes: list) -> None:
             process.join(timeout=10)
 
 
+_stopping = False
+
+
 def _interrupt(signum, frame) -> None:
+    global _stopping
+    _stopping = True
     raise KeyboardInterrupt
 
 
 def _worker_main(target: Callable, args: tuple) -> None:
-    signal.signal(signal.SIGTERM, _interrupt)  # the parent's stop: end like Ctrl-C
+    for stop in STOPS:
+        signal.signal(stop, _interrupt)
     try:
         target(*args)
-    except KeyboardInterrupt:
-        pass
+    except BaseException:
+        if not _stopping:
+            raise  # a stop may surface as another error (raised inside a storage call): that one is quiet
