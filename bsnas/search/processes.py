@@ -43,7 +43,7 @@ def run_processes(target: Callable, arguments: Sequence[tuple], name: str, poll_
             if on_poll and time.monotonic() >= next_poll:
                 on_poll()
                 next_poll = time.monotonic() + poll_s
-            multiprocessing.connection.wait(alive, timeout=min(poll_s, 0.5))
+            multiprocessing.connection.wait(alive, timeout=min(poll_s, 0.5))  # a stop is seen within 0.5 s
     finally:
         for stop, handler in previous.items():
             signal.signal(stop, handler)

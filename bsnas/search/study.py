@@ -111,13 +111,14 @@ def create_study(config: SearchConfig, space: SearchSpace, worker: int = 0, stor
         study.set_user_attr("space", space.raw)
         study.set_user_attr("config", config.to_dict())
         study.set_user_attr("settings", config.study_settings())
-    saved = {**SETTINGS_BEFORE, **study.user_attrs["settings"]}
+    held = study.user_attrs  # one read of the storage, after this search or another wrote them
+    saved = {**SETTINGS_BEFORE, **held["settings"]}
     if saved != config.study_settings():
         changed = setting_changes(saved, config.study_settings(), label=lambda key: "--" + (
             key.replace("_", "-").rstrip("s") if key == "budgets" else key.replace("_", "-")))
         raise BsnasError(f"study {config.name!r} in {redact_url(config.storage_url)} was made with other settings "
                          f"({changed}); resume it with the same ones or give a new --name.")
-    if study.user_attrs.get("space") != space.raw:
+    if held.get("space") != space.raw:
         raise BsnasError(f"study {config.name!r} was created with another search space than {config.space_file}; "
                          "resume it with the same --space or give a new --name.")
     return study

@@ -150,12 +150,8 @@ def run_workers(config: SearchConfig, space: SearchSpace, evaluate: Callable[[Ar
         finally:
             torch.set_num_threads(previous)
         return _result(config, study, 0, deadline)
-    def update() -> None:
-        if on_update:
-            on_update(study)
-
     failed = run_processes(worker, [(config, space, index, threads, deadline) for index in range(config.workers)],
-                           "bsnas-worker", poll_s, update)
+                           "bsnas-worker", poll_s, functools.partial(on_update, study) if on_update else None)
     return _result(config, study, failed, deadline)
 
 
