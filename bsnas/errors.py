@@ -1,8 +1,9 @@
-"""The exception for mistakes a user can fix (bad files, names, flags), and the one for a stop by SIGTERM."""
+"""The exceptions the CLI turns into one line: a mistake a user can fix (bad files, names, flags), a storage that
+failed under a command, and a stop by SIGTERM."""
 
 from __future__ import annotations
 
-__all__ = ["BsnasError", "Terminated", "shown"]
+__all__ = ["BsnasError", "StorageFault", "Terminated", "shown"]
 
 
 class BsnasError(ValueError):
@@ -10,6 +11,11 @@ class BsnasError(ValueError):
 
     The CLI prints it on one line to stderr and exits with status 2; it never shows a traceback.
     """
+
+
+class StorageFault(Exception):
+    """The study's storage failed under a command (the database went away, a file is damaged): not the user's
+    mistake. The message is one sentence saying what failed and how to go on; the CLI exits with status 1."""
 
 
 class Terminated(KeyboardInterrupt):

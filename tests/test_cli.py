@@ -80,3 +80,16 @@ def test_bad_spec_file_via_console_script(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         f"bsnas: error: {path}: blocks[0].op: 'bsconv_x' is not one of regular, dsc, bsconv_u, bsconv_s"]
+
+
+def test_a_storage_fault_is_one_line_and_status_1(capsys, monkeypatch):
+    from bsnas.cli import zoo
+    from bsnas.errors import StorageFault
+
+    def failing(args):
+        raise StorageFault("the storage sqlite:///x went away; run the same command again to go on.")
+
+    monkeypatch.setattr(zoo, "run", failing)
+    code, out, err = run_cli(capsys, "zoo", "list")
+    assert code == 1 and out == ""
+    assert err == "bsnas: error: the storage sqlite:///x went away; run the same command again to go on.\n"

@@ -2,7 +2,8 @@
 
 Each sub-command lives in its own module of this package with two functions,
 `add_parser(subparsers)` and `run(args) -> int`; `COMMANDS` lists them.
-User errors (`BsnasError`) become one line on stderr and exit status 2. Ctrl-C and SIGTERM (a service
+User errors (`BsnasError`) become one line on stderr and exit status 2, a failed storage (`StorageFault`) one line
+and status 1. Ctrl-C and SIGTERM (a service
 manager's stop) end a command the same way, through KeyboardInterrupt: a running training is given back and the
 worker processes are stopped (`bsnas.search.processes`); the exit status is 130 or 143.
 """
@@ -16,7 +17,7 @@ import signal
 import sys
 
 from bsnas import __version__
-from bsnas.errors import BsnasError, Terminated
+from bsnas.errors import BsnasError, StorageFault, Terminated
 
 __all__ = ["main"]
 
@@ -47,7 +48,7 @@ def _terminate(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 user error, 130 Ctrl-C, 143 SIGTERM)."""
+    """Run the CLI; returns the exit status (0 ok, 1 a storage fault, 2 user error, 130 Ctrl-C, 143 SIGTERM)."""
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = build_parser().parse_args(argv)
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except BsnasError as error:
         print(f"bsnas: error: {error}", file=sys.stderr)
         return 2
+    except StorageFault as error:
+        print(f"bsnas: error: {error}", file=sys.stderr)
+        return 1
     except Terminated:
         print("bsnas: terminated", file=sys.stderr)
         return 143
