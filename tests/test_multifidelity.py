@@ -18,7 +18,8 @@ from bsnas.search.evaluator import Evaluation
 from bsnas.search.evolution import EvolutionSampler
 from bsnas.search.promotion import bin_edges, next_promotion, promotable
 from bsnas.search.rungs import open_rung_study
-from bsnas.search.study import count_trials, load_record
+from bsnas.search.slots import count_trials
+from bsnas.search.study import load_record
 from bsnas.search.workers import run_search
 
 
@@ -165,7 +166,7 @@ def test_the_cli_runs_a_two_rung_search_and_exports_from_the_top_rung(tmp_path, 
 def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
     from bsnas.search.config import MULTI_FIDELITY_IMAGES
     from bsnas.search.evaluator import ProxyEvaluator
-    from bsnas.search.study import _sampler
+    from bsnas.search.samplers import create_sampler
     from bsnas.train.config import preset
 
     def config(**changes):
@@ -175,9 +176,9 @@ def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
     one, three = config(), config(rungs=3)
     assert (one.sampler_name, three.sampler_name, config(rungs=3, sampler="tpe").sampler_name) == (
         "nsga2", "evolution", "tpe")
-    assert isinstance(_sampler(one), optuna.samplers.NSGAIISampler)
-    assert isinstance(_sampler(three), EvolutionSampler)
-    assert isinstance(_sampler(config(rungs=3, sampler="random")), optuna.samplers.RandomSampler)
+    assert isinstance(create_sampler(one), optuna.samplers.NSGAIISampler)
+    assert isinstance(create_sampler(three), EvolutionSampler)
+    assert isinstance(create_sampler(config(rungs=3, sampler="random")), optuna.samplers.RandomSampler)
     assert (one.rung0_images, three.rung0_images, config(rungs=3, proxy_images=500).rung0_images) == (
         None, MULTI_FIDELITY_IMAGES, 500)
     assert ProxyEvaluator.for_search(three).images == MULTI_FIDELITY_IMAGES

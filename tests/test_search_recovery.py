@@ -66,7 +66,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_search_reaches_its_target(
     code, err = _finish(process)
     study = _study(storage_url, "k")
     assert study.trials[victim.number].state == TrialState.FAIL
-    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
     assert retries and retries[0].state == TrialState.COMPLETE
     assert retries[0].user_attrs["slot"] == victim.user_attrs["slot"]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]

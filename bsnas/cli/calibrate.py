@@ -69,11 +69,11 @@ def run(args: argparse.Namespace) -> int:
     check_space_fits(space, budgets)
     folder = run_path(args.runs_dir, args.name)
     folder.mkdir(parents=True, exist_ok=True)
-    setup = calibrate.Calibration(args.name, f"sqlite:///{folder / 'calibrate.db'}", args.rungs,
-                                  calibrate.CalibrationEvaluator(proxy, args.reference_epochs), workers,
-                                  max(1, default_workers() // workers))
     specs = calibrate.candidates(space, budgets, args.candidates, args.seed, args.zoo)
-    calibrate.prepare(setup, specs)
+    setup = calibrate.Calibration(args.name, f"sqlite:///{folder / 'calibrate.db'}", args.rungs,
+                                  calibrate.CalibrationEvaluator(proxy, args.reference_epochs), tuple(specs),
+                                  workers, max(1, default_workers() // workers))
+    calibrate.prepare(setup)
     ladder = ", ".join(f"rung {r}: {proxy.train_config(r).train_subset} images x {proxy.train_config(r).epochs}"
                        for r in range(args.rungs))
     print(f"bsnas calibrate {args.name}: {plural(len(specs), 'candidate')}; {ladder}; reference: "

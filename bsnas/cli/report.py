@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from bsnas.search.study import count_trials, load_record
+from bsnas.search.slots import count_trials
+from bsnas.search.study import load_record
 
 __all__ = ["add_parser", "run"]
 

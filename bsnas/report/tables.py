@@ -70,7 +70,7 @@ def zoo_line(record: SearchRecord) -> str | None:
 def print_report(record: SearchRecord, run_dir: Path, stream=None) -> None:
     """Write trials.csv, pareto/*.yaml and pareto.png and print the front table and a summary."""
     from bsnas.report import write_report
-    from bsnas.search.study import count_trials
+    from bsnas.search.slots import count_trials
 
     paths = write_report(record, run_dir)
     console = table_console(stream)

@@ -16,9 +16,7 @@ from typing import Any
 from bsnas.arch.spec import ArchSpec
 from bsnas.search.config import SearchConfig
 
-__all__ = ["Evaluation", "ProxyEvaluator", "TRAINING_FAILURES"]
-
-TRAINING_FAILURES = ("diverged", "out_of_memory")
+__all__ = ["Evaluation", "ProxyEvaluator"]
 
 
 @dataclass(frozen=True)

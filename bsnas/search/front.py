@@ -40,11 +40,6 @@ def trial_number(trial: FrozenTrial) -> int:
     return trial.user_attrs.get("trial", trial.number)
 
 
-def _dominated(point: FrozenTrial, others: list[FrozenTrial]) -> bool:
-    (acc, cost) = point.values
-    return any(o.values[0] >= acc and o.values[1] <= cost and tuple(o.values) != (acc, cost) for o in others)
-
-
 @dataclass
 class SearchRecord:
     """A search as stored: its study and its rung studies (trainings at rung 0, 1, ...)."""
@@ -70,15 +65,10 @@ class SearchRecord:
         return top_rung(self.rungs)
 
     def front(self, rung: int | None = None) -> list[FrozenTrial]:
-        """Non-dominated trainings at `rung` (default the top one), one per architecture, cheapest first."""
-        done = results(self.rungs[self.top if rung is None else rung])
-        front, seen = [], set()
-        for ticket in sorted(done, key=lambda t: (t.values[1], -t.values[0], t.number)):
-            if ticket.user_attrs["spec_hash"] in seen or _dominated(ticket, done):
-                continue
-            seen.add(ticket.user_attrs["spec_hash"])
-            front.append(ticket)
-        return front
+        """Non-dominated trainings at `rung` (default the top one), cheapest first: Optuna's `best_trials` of the
+        rung study (its complete tickets are its trainings, one per architecture)."""
+        return sorted(self.rungs[self.top if rung is None else rung].best_trials,
+                      key=lambda t: (t.values[1], -t.values[0], t.number))
 
     def trainings(self) -> dict[str, dict[int, FrozenTrial]]:
         """spec hash -> rung -> the finished training there."""

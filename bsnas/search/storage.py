@@ -1,8 +1,8 @@
 """The study's Optuna storage: Optuna's own `RDBStorage` (SQLite by default, PostgreSQL for many machines) with
-heartbeats, so that a dead worker's trial is failed and retried.
+heartbeats, so that a dead worker's job is failed and done again (`bsnas.search.scheduler`).
 
 Why this storage. Several worker processes share one study, and a killed worker must lose at most its own
-trial. Optuna's RDB storage has heartbeats and the retry of stale trials (its JournalStorage has neither), so one
+job. Optuna's RDB storage has heartbeats (its JournalStorage has none), so one
 storage class serves one machine (SQLite, made safe for several processes by `BEGIN IMMEDIATE`, see
 `_serialized_sqlite`) and many machines (PostgreSQL, whose row locks already serialize). bsnas once batched a
 running trial's writes through Optuna's private RDB models (42 -> 15 ms per rejected candidate on SQLite); a
@@ -25,7 +25,7 @@ from bsnas.errors import BsnasError
 
 __all__ = ["HEARTBEAT_S", "grace_period", "open_storage", "redact_url"]
 
-HEARTBEAT_S = 10  # a worker beats every 10 s; its trial is failed (and retried once) after 4 missed beats
+HEARTBEAT_S = 10  # a worker beats every 10 s; its job is failed after 4 missed beats
 
 
 def grace_period(heartbeat_s: int) -> int:
@@ -45,8 +45,8 @@ def redact_url(url: str) -> str:
 
 
 def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> RDBStorage:
-    """The storage at an Optuna RDB URL, with heartbeats every `heartbeat_s` seconds (a trial whose worker missed
-    four beats is failed and retried once)."""
+    """The storage at an Optuna RDB URL, with heartbeats every `heartbeat_s` seconds (a job whose worker missed
+    four beats is failed, see `bsnas.search.scheduler`)."""
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
@@ -66,22 +66,27 @@ def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> RDBStorage:
                          f"({type(error).__name__}: {_without_secrets(message, url)}).") from None
 
 
+# what a database says to the second of two processes creating Optuna's tables at once: PostgreSQL, SQLite
+_CREATED_BY_ANOTHER = ("already exists", "duplicate key", "UNIQUE constraint failed")
+
+
 def _rdb_storage(url: str, heartbeat_s: int, kwargs: dict[str, Any], attempts: int = 5) -> RDBStorage:
-    """Optuna's RDBStorage. Workers that open a new PostgreSQL database at the same moment race to create
-    Optuna's tables (`duplicate key value violates unique constraint "pg_type_typname_nsp_index"`): the losers
-    try again, at most `attempts` times, a moment later."""
+    """Optuna's RDBStorage. Processes that open a new database at the same moment race to create Optuna's tables
+    (`duplicate key value violates unique constraint "pg_type_typname_nsp_index"` on PostgreSQL, `UNIQUE constraint
+    failed: alembic_version.version_num` on SQLite): the losers try again, at most `attempts` times, a moment
+    later."""
     import sqlalchemy
 
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental" (Optuna 2.8)
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(
-                    url, heartbeat_interval=heartbeat_s, grace_period=grace_period(heartbeat_s),
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-                    **kwargs)
+                # no stale-trial callback: Optuna's retry callback re-queues only jobs whose heartbeat went stale,
+                # not those that never beat; the scheduler's sources re-queue both alike (bsnas.search.scheduler)
+                return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_period(heartbeat_s),
+                                  **kwargs)
         except sqlalchemy.exc.DBAPIError as error:
-            racing = "already exists" in str(error) or "duplicate key" in str(error)
+            racing = any(text in str(error) for text in _CREATED_BY_ANOTHER)
             if not racing or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
