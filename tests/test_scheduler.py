@@ -9,6 +9,7 @@ import threading
 import time
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from test_search import SYNTHETIC, FakeTrainer, _config
 
@@ -120,3 +121,20 @@ def test_a_calibration_ticket_taken_and_never_beaten_is_recovered(tmp_path, spac
     for study in studies:  # each candidate trained once per study
         trained = [t.user_attrs["spec_hash"] for t in study.trials if t.state == TrialState.COMPLETE]
         assert sorted(trained) == sorted({spec_hash(spec) for spec in specs})
+
+
+def test_a_search_name_cannot_take_another_searchs_rung_study(tmp_path, space, capsys):
+    """`--name col.rung0` and then `--name col` on one storage: the second took the first search's study as its
+    rung 0, promoted its trials and crashed (KeyError: 'cost')."""
+    from bsnas.cli import main
+    from bsnas.errors import BsnasError
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    argv = ["search", "--budget", "2MFLOPs", "--trials", "2", "--dataset", "synthetic", "--storage", url,
+            "--runs-dir", str(tmp_path), "--quiet", "--no-warm-start", "--rungs", "2"]
+    assert main([*argv, "--name", "col.rung0"]) == 2
+    assert capsys.readouterr().err.strip().endswith("are the studies of a search's rungs; give another --name.")
+    made_before = optuna.create_study(study_name="col.rung0", storage=url)  # e.g. by an earlier version of bsnas
+    made_before.set_user_attr("settings", {})
+    with pytest.raises(BsnasError, match="study 'col.rung0' belongs to another search; give this search another"):
+        run_search(_config(tmp_path, name="col", storage=url, rungs=2), space, evaluate=FakeTrainer())

@@ -11,6 +11,7 @@ from typing import Any
 
 from bsnas.errors import BsnasError
 from bsnas.search.budget import COST_KINDS, Budget
+from bsnas.search.rungs import RUNG_STUDY
 from bsnas.search.storage import HEARTBEAT_S, redact_url
 from bsnas.train.rundir import run_path
 
@@ -64,6 +65,9 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         run_path(self.runs_dir, self.name)  # a name that stays inside the runs folder
+        if RUNG_STUDY.search(self.name):
+            raise BsnasError(f"--name {self.name!r}: names ending in .rung<N> or .reference are the studies of a "
+                             "search's rungs; give another --name.")
         if self.objective not in COST_KINDS:
             raise BsnasError(f"--objective {self.objective!r} is not one of {', '.join(COST_KINDS)}.")
         if self.latency_backend not in LATENCY_BACKENDS:

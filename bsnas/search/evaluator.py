@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import gc
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bsnas.arch.spec import ArchSpec
-from bsnas.search.config import SearchConfig
+
+if TYPE_CHECKING:
+    from bsnas.search.config import SearchConfig
 
 __all__ = ["Evaluation", "ProxyEvaluator"]
 

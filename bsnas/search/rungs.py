@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import warnings
@@ -31,11 +32,14 @@ from bsnas.errors import BsnasError
 from bsnas.search.evaluator import Evaluation
 from bsnas.search.scheduler import MAX_DEATHS, NO_DEADLINE, Deadline, JobFailed, JobQueue, Stopped
 
-__all__ = ["CANDIDATE_ATTRS", "TICKET_KEY", "candidate_attrs", "open_rung_study", "rung_study_name", "ticket_queue",
-           "train_once", "training_job"]
+__all__ = ["CANDIDATE_ATTRS", "RUNG_STUDY", "TICKET_KEY", "candidate_attrs", "open_rung_study", "rung_study_name",
+           "ticket_queue", "train_once", "training_job"]
 
 TICKET_KEY = "spec_hash"  # what a ticket is for: one architecture (at its study's rung)
 CANDIDATE_ATTRS = ("spec", "spec_hash", "flops", "params", "latency_ms", "width_fit", "zoo", "trial", "cost")
+
+
+RUNG_STUDY = re.compile(r"\.(rung\d+|reference)$")  # the ends of study names that rung and reference studies take
 
 
 def rung_study_name(name: str, rung: int, label: str | None = None) -> str:
