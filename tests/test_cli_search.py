@@ -213,3 +213,34 @@ def test_train_reproduces_a_trial_exactly(searched, capsys):
     assert "drop --epochs" in capsys.readouterr().err
     assert main(["train", f"e2e:trial:{row['number']}", "--runs-dir", str(runs), "--rung", "3"]) == 2
     assert "was trained at rung(s) 0 only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [
+    [],
+    ["--timeout", "20m"],
+    ["--rungs", "1", "--trials", "8", "--sampler", "tpe", "--seed", "3", "--no-warm-start", "--zoo", "v2_"],
+    ["--objective", "params", "--budget", "1Mparams", "--eta", "2", "--augment", "--workers", "1", "--threads", "2",
+     "--heartbeat", "5", "--dataset", "synthetic", "--space", "resnet", "--population", "8", "--device", "cpu"],
+])
+def test_the_cli_and_the_library_run_the_same_search(flags, tmp_path):
+    """The library defaulted to 1 rung (so NSGA-II) and 60 trials, the CLI to 5 rungs (so evolution) and 50: now the
+    parser leaves every default to SearchConfig."""
+    from bsnas.cli import build_parser
+    from bsnas.cli.search import config_from_args
+    from bsnas.search.budget import parse_budget
+    from bsnas.search.config import SearchConfig
+
+    args = build_parser().parse_args(["search", "--budget", "20MFLOPs", "--name", "s", *flags])
+    given = {"--timeout": ("timeout", 1200.0), "--rungs": ("rungs", 1), "--trials": ("trials", 8),
+             "--sampler": ("sampler", "tpe"), "--seed": ("seed", 3), "--no-warm-start": ("warm_start", False),
+             "--zoo": ("zoo_pattern", "v2_"), "--objective": ("objective", "params"), "--eta": ("eta", 2),
+             "--augment": ("augment", True), "--workers": ("workers", 1), "--threads": ("threads", 2),
+             "--heartbeat": ("heartbeat_s", 5), "--dataset": ("dataset", "synthetic"),
+             "--space": ("space_file", "resnet"), "--population": ("population", 8), "--device": ("device", "cpu")}
+    values = dict(given[flag] for flag in flags if flag in given)
+    budgets = [parse_budget("20MFLOPs")] + ([parse_budget("1Mparams")] if "1Mparams" in flags else [])
+    assert config_from_args(args) == SearchConfig(name="s", budgets=tuple(budgets), **values)
+    if not flags:
+        default = config_from_args(args)
+        assert (default.rungs, default.trials, default.sampler_name, default.space_file) == (5, 50, "evolution",
+                                                                                             "mobilenet")

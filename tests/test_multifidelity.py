@@ -96,7 +96,7 @@ class RungTrainer:
 def _config(tmp_path, **changes):
     values = dict(name="mf", space_file="mobilenet", budgets=(parse_budget("3MFLOPs"),), trials=12,
                   runs_dir=str(tmp_path), dataset="synthetic", warm_start=False, threads=1, sampler="random",
-                  rungs=2, eta=3)
+                  rungs=2, eta=3, workers=1)
     values.update(changes)
     return SearchConfig(**values)
 
@@ -173,7 +173,8 @@ def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
         return SearchConfig(name="s", space_file="mobilenet", budgets=(parse_budget("1MFLOPs"),),
                             runs_dir=str(tmp_path), dataset="synthetic", **changes)
 
-    one, three = config(), config(rungs=3)
+    one, three = config(rungs=1), config(rungs=3)
+    assert config().sampler_name == "evolution"  # the default ladder has rungs
     assert (one.sampler_name, three.sampler_name, config(rungs=3, sampler="tpe").sampler_name) == (
         "nsga2", "evolution", "tpe")
     assert isinstance(create_sampler(one), optuna.samplers.NSGAIISampler)

@@ -47,7 +47,8 @@ class FakeTrainer:
 
 def _config(tmp_path, budget="3MFLOPs", **changes):
     values = dict(name="t", space_file="search_spaces/mobilenet.yaml", budgets=(parse_budget(budget),), trials=6,
-                  runs_dir=str(tmp_path), dataset="synthetic", warm_start=False, threads=1, sampler="random", rungs=1)
+                  runs_dir=str(tmp_path), dataset="synthetic", warm_start=False, threads=1, sampler="random", rungs=1,
+                  workers=1)
     values.update(changes)
     return SearchConfig(**values)
 

@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from bsnas.errors import BsnasError
     from bsnas.search import calibrate
     from bsnas.search.budget import check_budgets, parse_budget
-    from bsnas.search.config import SearchConfig
+    from bsnas.search.config import SearchConfig, default_workers
     from bsnas.search.evaluator import ProxyEvaluator
-    from bsnas.search.workers import check_space_fits, default_workers
+    from bsnas.search.workers import check_space_fits
     from bsnas.space.load import resolve_space
     from bsnas.train.rundir import run_path
 

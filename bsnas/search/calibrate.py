@@ -30,11 +30,11 @@ from bsnas.search.budget import Budget
 from bsnas.search.candidate import measure_candidate
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
 from bsnas.search.logs import quiet_optuna
-from bsnas.search.processes import run_processes
+from bsnas.search.processes import STORAGE_LOST, run_processes
 from bsnas.search.promotion import results
 from bsnas.search.rungs import TICKET_KEY, open_rung_study, ticket_queue, training_job
 from bsnas.search.scheduler import NO_DEADLINE, JobQueue, work
-from bsnas.search.storage import open_storage
+from bsnas.search.storage import guard_storage, open_storage, storage_lost
 from bsnas.search.warm_start import zoo_slots
 from bsnas.space.decode import SearchSpace
 from bsnas.text import setting_changes
@@ -161,6 +161,11 @@ def _worker(calibration: Calibration) -> None:
     a ticket a dead worker left is queued again."""
     torch.set_num_threads(calibration.threads)
     quiet_optuna()
+    with guard_storage(calibration.storage_url):
+        _work(calibration)
+
+
+def _work(calibration: Calibration) -> None:
     storage = open_storage(calibration.storage_url, calibration.heartbeat_s)
     queues = [ticket_queue(study, storage) for study in calibration.studies(storage)]
     trainings = [training_job(calibration.evaluator, calibration.evaluator.proxy.seed, rung)
@@ -194,7 +199,11 @@ def run(calibration: Calibration, report=None, every_s: float = 30.0) -> int:
         if report is not None and (line := progress(calibration, studies)) != shown:
             report(shown := line)
 
-    return run_processes(_worker, [(calibration,)] * calibration.workers, "bsnas-calibrate", every_s, show)
+    with guard_storage(calibration.storage_url):
+        codes = run_processes(_worker, [(calibration,)] * calibration.workers, "bsnas-calibrate", every_s, show)
+    if STORAGE_LOST in codes:
+        raise storage_lost(calibration.storage_url)
+    return sum(code != 0 for code in codes)
 
 
 def _ranks(values: list[float]) -> list[float]:

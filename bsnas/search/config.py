@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,15 +16,28 @@ from bsnas.search.rungs import RUNG_STUDY
 from bsnas.search.storage import HEARTBEAT_S, redact_url
 from bsnas.train.rundir import run_path
 
-__all__ = ["SAMPLERS", "COST_UNITS", "SETTINGS_BEFORE", "SearchConfig", "config_from_dict", "cost_value"]
+__all__ = ["DEFAULT_ETA", "DEFAULT_RUNGS", "DEFAULT_SPACE", "DEFAULT_TRIALS", "SAMPLERS", "COST_UNITS",
+           "default_workers", "SETTINGS_BEFORE", "SearchConfig", "config_from_dict", "cost_value"]
 
 SAMPLERS = ("auto", "nsga2", "evolution", "tpe", "random")
 # Settings that studies made before the setting existed do not hold, with the value those studies ran with.
 SETTINGS_BEFORE = {"augment": False}
 MULTI_FIDELITY_IMAGES = 1000  # rung 0's training images when --rungs > 1 and no --proxy-images (see the README)
 DEFAULT_RUNGS, DEFAULT_ETA = 5, 3  # the ladder of `bsnas search` and `bsnas calibrate` (see the README)
+DEFAULT_TRIALS = 50  # trials of a search given neither --trials nor --timeout
+DEFAULT_SPACE = "mobilenet"
 LATENCY_BACKENDS = ("torch", "onnxruntime")
 COST_UNITS = {"flops": ("MFLOPs", 1e-6), "params": ("Mparams", 1e-6), "latency": ("ms", 1.0)}
+
+
+def default_workers(device: str = "cpu") -> int:
+    """One single-thread worker per CPU core on CPU; one worker on a GPU."""
+    if device.startswith("cuda"):
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def cost_value(kind: str, value: float) -> float:
@@ -37,16 +51,17 @@ class SearchConfig:
     `to_dict` shows it redacted."""
 
     name: str
-    space_file: str
     budgets: tuple[Budget, ...]
+    space_file: str = DEFAULT_SPACE  # a shipped space's name or a space file
     objective: str = "flops"  # flops | latency | params
     latency_backend: str = "torch"  # torch | onnxruntime: how a latency objective or budget is measured
     sampler: str = "auto"  # auto: nsga2 for a single-fidelity search, evolution with rungs (see `sampler_name`)
-    trials: int | None = 60  # complete trials of the study (resuming continues up to this count)
+    trials: int | None = None  # trials of the study (a resumed study goes on to it); None: DEFAULT_TRIALS, or with a
+    # timeout as many as it allows
     timeout: float | None = None  # seconds of this invocation: no trial starts after it
     storage: str | None = None  # Optuna RDB URL; default sqlite:///runs/<name>/study.db
     runs_dir: str = "runs"
-    workers: int = 1
+    workers: int | None = None  # worker processes; None: `default_workers(device)`
     seed: int = 0  # seeds the sampler and every trial's training
     dataset: str = "fashion-mnist"
     data_root: str | None = None
@@ -59,7 +74,7 @@ class SearchConfig:
     population: int = 16  # NSGA-II population size
     threads: int | None = None  # torch threads per worker; None: cores // workers
     heartbeat_s: int = HEARTBEAT_S  # seconds between a worker's heartbeats; a dead worker's trial is failed after four
-    rungs: int = 1  # fidelity rungs: rung r trains eta**r times longer than rung 0 (1: single-fidelity)
+    rungs: int = DEFAULT_RUNGS  # fidelity rungs: rung r trains eta**r times longer than rung 0 (1: single-fidelity)
     augment: bool | None = None  # rung trainings with the final training's crop and flip; None: with rungs > 1
     eta: int = DEFAULT_ETA  # the top 1/eta of a rung (per cost bin) is promoted to a rung eta times longer
 
@@ -80,7 +95,9 @@ class SearchConfig:
         if self.sampler not in SAMPLERS:
             raise BsnasError(f"--sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}.")
         if self.trials is None and self.timeout is None:
-            raise BsnasError("give --trials N or --timeout, or both.")
+            object.__setattr__(self, "trials", DEFAULT_TRIALS)
+        if self.workers is None:
+            object.__setattr__(self, "workers", default_workers(self.device))
         limits = {"trials": (1, 10**6), "workers": (1, 256), "threads": (1, 1024), "population": (2, 10**4),
                   "proxy_epochs": (1, 10**4), "proxy_images": (1, 10**8), "proxy_val": (1, 10**8), "rungs": (1, 8),
                   "eta": (2, 10)}

@@ -14,16 +14,20 @@ Storage URLs may hold passwords: `redact_url` is what bsnas prints and stores.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
 
-from bsnas.errors import BsnasError
+from bsnas.errors import BsnasError, StorageFault
 
-__all__ = ["HEARTBEAT_S", "grace_period", "open_storage", "redact_url"]
+__all__ = ["HEARTBEAT_S", "grace_period", "guard_storage", "open_storage", "redact_url", "storage_failure",
+           "storage_lost"]
 
 HEARTBEAT_S = 10  # a worker beats every 10 s; its job is failed after 4 missed beats
 
@@ -130,3 +134,52 @@ def _serialized_sqlite(engine) -> None:
     sqlalchemy.event.listen(engine, "connect", on_connect)
     sqlalchemy.event.listen(engine, "begin", on_begin)
     engine.dispose()  # connections opened while creating the tables have neither
+
+
+def storage_failure(error: BaseException) -> BaseException | None:
+    """The database error behind `error` (itself, its cause or its context), when the storage failed: the server
+    went away, the connection broke, the file is damaged. Optuna can turn one into another error on the way up
+    (an `UnboundLocalError` while it records the failed trial), so the whole chain is read."""
+    import sqlalchemy
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        database = isinstance(error, sqlalchemy.exc.DatabaseError) and \
+            not isinstance(error, sqlalchemy.exc.IntegrityError)  # a broken constraint is a bug, not a lost storage
+        if database or isinstance(error, (sqlalchemy.exc.InterfaceError, optuna.exceptions.StorageInternalError)):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def storage_lost(url: str, error: BaseException | None = None) -> StorageFault:
+    """The one-line fault of a storage that went away under a command."""
+    why = ""
+    if error is not None:
+        detail = _without_secrets((str(getattr(error, "orig", None) or error).strip().splitlines() or [""])[0], url)
+        why = f" ({type(getattr(error, 'orig', None) or error).__name__}: {detail})"
+    return StorageFault(f"the storage {redact_url(url)} went away{why}; nothing finished is lost: run the same "
+                        "command again to resume once it is back.")
+
+
+@contextlib.contextmanager
+def guard_storage(url: str) -> Iterator[None]:
+    """Turn a failure of the storage at `url` inside the block into one `StorageFault` (and keep the tracebacks of
+    threads that it breaks meanwhile, Optuna's heartbeats, off the screen)."""
+    previous = threading.excepthook
+
+    def quiet(args) -> None:
+        if storage_failure(args.exc_value) is None:
+            previous(args)
+
+    threading.excepthook = quiet
+    try:
+        yield
+    except Exception as error:
+        cause = storage_failure(error)
+        if cause is None:
+            raise
+        raise storage_lost(url, cause) from None
+    finally:
+        threading.excepthook = previous

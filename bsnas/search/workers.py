@@ -10,7 +10,6 @@ wait.
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,35 +23,25 @@ from bsnas.arch.spec import ArchSpec
 from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget, format_cost
 from bsnas.search.candidate import measure_latency_ms
-from bsnas.search.config import SearchConfig
+from bsnas.search.config import SearchConfig, default_workers
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
 from bsnas.search.front import best_zoo
 from bsnas.search.logs import quiet_optuna
 from bsnas.search.objective import make_objective
-from bsnas.search.processes import run_processes
+from bsnas.search.processes import STORAGE_LOST, run_processes
 from bsnas.search.promotion import next_promotion, top_rung
 from bsnas.search.rungs import candidate_attrs, open_rung_study, ticket_queue, training_job
 from bsnas.search.samplers import create_sampler
 from bsnas.search.scheduler import Deadline, JobQueue, work
 from bsnas.search.slots import SLOT_KEY, count_trials, queue_slots, set_zoo_slots
-from bsnas.search.storage import open_storage
+from bsnas.search.storage import guard_storage, open_storage, storage_lost
 from bsnas.search.study import create_study, load_study, open_search
 from bsnas.search.warm_start import zoo_slots
 from bsnas.space.decode import SearchSpace
 from bsnas.space.summary import extreme_point, smallest_cost
 
-__all__ = ["SearchResult", "check_space_fits", "default_workers", "prepare_search", "run_search", "run_workers",
+__all__ = ["SearchResult", "check_space_fits", "prepare_search", "run_search", "run_workers",
            "worker"]
-
-
-def default_workers(device: str = "cpu") -> int:
-    """One single-thread worker per CPU core on CPU; one worker on a GPU."""
-    if device.startswith("cuda"):
-        return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -138,17 +127,20 @@ def run_workers(config: SearchConfig, space: SearchSpace, evaluate: Callable[[Ar
         raise ValueError("an injected `evaluate` runs in this process only; use workers=1")
     deadline = Deadline.after(config.timeout)
     threads = config.threads or max(1, default_workers("cpu") // config.workers)
-    study = load_study(config.name, config.storage_url)
-    if config.workers == 1:
-        previous = torch.get_num_threads()
-        try:
-            worker(config, space, 0, threads, deadline, evaluate, on_update)
-        finally:
-            torch.set_num_threads(previous)
-        return _result(config, study, 0, deadline)
-    failed = run_processes(worker, [(config, space, index, threads, deadline) for index in range(config.workers)],
-                           "bsnas-worker", poll_s, functools.partial(on_update, study) if on_update else None)
-    return _result(config, study, failed, deadline)
+    with guard_storage(config.storage_url):  # the database going away is one StorageFault, whoever sees it
+        study = load_study(config.name, config.storage_url)
+        if config.workers == 1:
+            previous = torch.get_num_threads()
+            try:
+                worker(config, space, 0, threads, deadline, evaluate, on_update)
+            finally:
+                torch.set_num_threads(previous)
+            return _result(config, study, 0, deadline)
+        codes = run_processes(worker, [(config, space, index, threads, deadline) for index in range(config.workers)],
+                              "bsnas-worker", poll_s, functools.partial(on_update, study) if on_update else None)
+    if STORAGE_LOST in codes:
+        raise storage_lost(config.storage_url)
+    return _result(config, study, sum(code != 0 for code in codes), deadline)
 
 
 def _result(config: SearchConfig, study: optuna.Study, failed: int, deadline: Deadline) -> SearchResult:
@@ -170,6 +162,14 @@ def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | 
     The scheduler (`bsnas.search.scheduler.work`) recovers dead workers' jobs before every look and bounds every
     wait; a training that started runs to its end.
     """
+    with guard_storage(config.storage_url):
+        _work(config, space, index, threads, deadline, evaluate, on_update)
+
+
+def _work(config: SearchConfig, space: SearchSpace, index: int, threads: int | None, deadline: Deadline,
+          evaluate: Callable[[ArchSpec, int], Evaluation] | None,
+          on_update: Callable[[optuna.Study], None] | None) -> None:
+    """The sources of work of `worker`, in its order, over the scheduler's loop."""
     if threads is not None:
         torch.set_num_threads(threads)
     quiet_optuna()
