@@ -341,7 +341,7 @@ def test_out_of_memory_is_a_failed_evaluation_with_its_reason(monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr("bsnas.train.loop.train", out_of_memory)
+    monkeypatch.setattr("bsnas.search.evaluator.train", out_of_memory)
     result = evaluator.ProxyEvaluator(dataset="synthetic")(get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16))
     assert result.status == "out_of_memory" and "Tried to allocate 20.00 GiB" in result.reason
 

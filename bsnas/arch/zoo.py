@@ -17,6 +17,7 @@ from pathlib import Path
 from bsnas.arch.files import load_spec
 from bsnas.arch.spec import PADDING_FREE_STEM_FIXED, ArchSpec, BlockSpec, HeadSpec, StemSpec
 from bsnas.errors import BsnasError
+from bsnas.text import regex
 
 __all__ = ["GRAMMAR", "DefaultInput", "default_input", "get_spec", "list_models", "resolve_spec",
            "scale_channels", "zoo_family"]
@@ -230,11 +231,7 @@ def list_models(pattern: str | None = None) -> list[str]:
               for v in resnet_variants]
     names += [f"{pre}resnet{d}{v}" for pre in ("", "pre") for d in _IMAGENET_RESNET_UNITS for v in resnet_variants]
     if pattern:
-        try:
-            regex = re.compile(pattern)
-        except re.error as error:
-            raise BsnasError(f"--pattern {pattern!r} is not a valid regular expression ({error}).") from None
-        names = [n for n in names if regex.search(n)]
+        names = [n for n in names if regex(pattern, "--pattern").search(n)]
     return names
 
 

@@ -20,7 +20,7 @@ from bsnas.errors import BsnasError
 from bsnas.report.tables import table_console
 from bsnas.search.budget import format_cost
 from bsnas.search.study import load_record
-from bsnas.text import plural
+from bsnas.text import plural, regex
 from bsnas.train.rundir import run_path
 
 __all__ = ["add_parser", "run", "retrain_spec"]
@@ -67,11 +67,7 @@ def _zoo_baselines(record, pattern: str | None) -> list[str]:
     if pattern == "none":
         return []
     if pattern:
-        try:
-            regex = re.compile(pattern)
-        except re.error as error:
-            raise BsnasError(f"--zoo {pattern!r} is not a valid regular expression ({error}).") from None
-        return sorted({t.user_attrs["zoo"] for t in zoo if regex.search(t.user_attrs["zoo"])})
+        return sorted({t.user_attrs["zoo"] for t in zoo if regex(pattern, "--zoo").search(t.user_attrs["zoo"])})
     found = record.best_zoo()
     best = found[1] if found else max(zoo, key=lambda t: t.values[0], default=None)
     return [] if best is None else [best.user_attrs["zoo"]]

@@ -38,6 +38,7 @@ from bsnas.search.storage import guard_storage, open_storage, storage_lost
 from bsnas.search.warm_start import zoo_slots
 from bsnas.space.decode import SearchSpace
 from bsnas.text import setting_changes
+from bsnas.train.config import preset
 
 __all__ = ["REFERENCE", "CalibrationEvaluator", "Calibration", "candidates", "collect", "correlations",
            "kendall_tau", "prepare", "progress", "run", "spearman_rho"]
@@ -57,8 +58,6 @@ class CalibrationEvaluator:
         """The `TrainConfig` of a rung, or of the reference (rung `REFERENCE`)."""
         if rung != REFERENCE:
             return self.proxy.train_config(rung)
-        from bsnas.train.config import preset
-
         return preset("paper", epochs=self.reference_epochs, final_test=False, device=self.proxy.device,
                       seed=self.proxy.seed)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from bsnas.errors import BsnasError
 from bsnas.search.budget import COST_KINDS, Budget
 from bsnas.search.rungs import RUNG_STUDY
 from bsnas.search.storage import HEARTBEAT_S, redact_url
+from bsnas.text import regex
 from bsnas.train.rundir import run_path
 
 __all__ = ["DEFAULT_ETA", "DEFAULT_RUNGS", "DEFAULT_SPACE", "DEFAULT_TRIALS", "SAMPLERS", "COST_UNITS",
@@ -113,10 +113,7 @@ class SearchConfig:
         if type(self.heartbeat_s) is not int or not 1 <= self.heartbeat_s <= 3600:
             raise BsnasError(f"--heartbeat must be a whole number of seconds from 1 to 3600, got {self.heartbeat_s!r}.")
         if self.zoo_pattern is not None:
-            try:
-                re.compile(self.zoo_pattern)
-            except re.error as error:
-                raise BsnasError(f"--zoo {self.zoo_pattern!r} is not a valid regular expression ({error}).") from None
+            regex(self.zoo_pattern, "--zoo")
 
     @property
     def sampler_name(self) -> str:

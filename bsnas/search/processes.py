@@ -78,15 +78,37 @@ def _stop(processes: list) -> None:
 _stopping = False
 
 
+# where a stop must not land: the database driver and Optuna's storage (it would surface as a storage error or a
+# logged traceback, 'Error closing cursor'), logging, and finalisers
+_NOT_HERE = ("/sqlalchemy/", "/sqlite3/", "/psycopg/", "/optuna/storages/", "/logging/", "/weakref.py")
+
+
 def _interrupt(signum, frame) -> None:
+    """A worker's SIGTERM/SIGINT: stop like Ctrl-C, but not in the middle of a storage call (try again 50 ms later,
+    SIGALRM): a training is where it lands."""
     global _stopping
     _stopping = True
+    while frame is not None:
+        if any(part in frame.f_code.co_filename for part in _NOT_HERE):
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            return
+        frame = frame.f_back
     raise KeyboardInterrupt
 
 
+def _stop_again(unraisable) -> None:
+    """A stop that landed in a finaliser or weakref callback, where Python can only print it ('Exception ignored
+    in ...'): stop the worker at its next line instead, quietly."""
+    if _stopping and isinstance(unraisable.exc_value, KeyboardInterrupt):
+        signal.setitimer(signal.ITIMER_REAL, 0.05)  # SIGALRM: the stop again, once this callback has returned
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _worker_main(target: Callable, args: tuple) -> None:
-    for stop in STOPS:
+    for stop in (*STOPS, signal.SIGALRM):
         signal.signal(stop, _interrupt)
+    sys.unraisablehook = _stop_again
     try:
         target(*args)
     except StorageFault:

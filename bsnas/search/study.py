@@ -21,6 +21,7 @@ from bsnas.search.storage import open_storage, redact_url
 from bsnas.space.decode import SearchSpace
 from bsnas.space.load import space_from_dict
 from bsnas.text import setting_changes
+from bsnas.train.rundir import run_path
 
 __all__ = ["create_study", "join_study", "load_record", "load_study", "open_search"]
 
@@ -95,8 +96,6 @@ def open_search(config: SearchConfig, storage, sampler: optuna.samplers.BaseSamp
 
 def load_record(name: str, storage: str | None = None, runs_dir: str = "runs", rungs: bool = True) -> SearchRecord:
     """Open an existing search: its study and its rung studies (`runs/<name>/study.db` unless `storage`)."""
-    from bsnas.train.rundir import run_path
-
     quiet_optuna()
     path = run_path(runs_dir, name) / "study.db"
     if storage is None and not path.exists():
