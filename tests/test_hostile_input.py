@@ -190,3 +190,29 @@ def test_the_specs_of_issue_11_are_refused_before_any_run(tmp_path, capsys, chan
     err = capsys.readouterr().err
     assert err.startswith(f"bsnas: error: {spec}: ") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_deepest_yaml_the_size_cap_allows_is_refused_fast(tmp_path):
+    """Issue 21: 500,000 nested '[' (1 MB) took 1134 s to refuse: PyYAML's scanner is quadratic in the depth."""
+    import time
+
+    path = tmp_path / "deep.yaml"
+    path.write_bytes(b"[" * (MAX_YAML_BYTES // 2) + b"]" * (MAX_YAML_BYTES // 2))
+    assert path.stat().st_size == MAX_YAML_BYTES  # the largest size that is read
+    for load in (load_spec, load_space):
+        start = time.perf_counter()
+        with pytest.raises(BsnasError) as error:
+            load(path)
+        assert time.perf_counter() - start < 2.0
+        assert _one_line(error.value).startswith(f"{path}: nested more than ")
+
+
+@pytest.mark.parametrize("text", ["name: x\nnum_classes: " + "9" * 5000 + "\n", "name: x\nwhen: 2024-13-45\n"])
+def test_a_number_or_date_yaml_cannot_hold_is_one_line(tmp_path, text):
+    """Issue 21: a 5000-digit integer ended in `ValueError: Exceeds the limit (4300 digits)`."""
+    path = tmp_path / "input.yaml"
+    path.write_text(text)
+    for load in (load_spec, load_space):
+        with pytest.raises(BsnasError) as error:
+            load(path)
+        assert _one_line(error.value).startswith(f"{path}: ")
