@@ -5,13 +5,18 @@ outside the runs folder."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import random
+import tempfile
+import types
 from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from optuna.trial import create_trial
 
 from bsnas.arch.cost import cost
 from bsnas.arch.files import MAX_YAML_BYTES, load_spec
@@ -19,6 +24,8 @@ from bsnas.arch.spec import spec_to_dict
 from bsnas.arch.zoo import get_spec
 from bsnas.cli import main
 from bsnas.errors import BsnasError
+from bsnas.names import is_name
+from bsnas.report.trials import export_front
 from bsnas.search.budget import parse_budget
 from bsnas.space import load_space, space_size
 from bsnas.space.load import shipped_space_path
@@ -216,3 +223,94 @@ def test_a_number_or_date_yaml_cannot_hold_is_one_line(tmp_path, text):
         with pytest.raises(BsnasError) as error:
             load(path)
         assert _one_line(error.value).startswith(f"{path}: ")
+
+
+# Names that become file names: every writer refuses a name that could leave its folder (issue 21)
+
+NAMES = st.one_of(st.text(max_size=120), st.from_regex(r"[A-Za-z0-9._/-]{1,12}", fullmatch=True),
+                  st.sampled_from(["..", ".", "../x", "a/../..", "/tmp/bsnas-name", "-rf", ".hidden", "x" * 101,
+                                   "x" * 100, "ok_name-1.2"]))
+ESCAPE = "../../../../escaped/evilname"
+TINY_SEARCH = ["--budget", "2MFLOPs", "--trials", "1", "--dataset", "synthetic", "--rungs", "1", "--proxy-images",
+               "64", "--workers", "1", "--threads", "1", "--sampler", "random", "--no-warm-start", "--quiet"]
+
+
+def _files(folder: Path) -> set[Path]:
+    return {path for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("export_format", ["yaml", "onnx"])
+def test_export_refuses_a_spec_name_that_would_leave_the_runs_folder(tmp_path, capsys, export_format):
+    """Issue 21: a spec named ../../../../tmp/x/evilname was exported to runs/exports/../../../../tmp/x/."""
+    if export_format == "onnx":
+        pytest.importorskip("onnxruntime")
+    spec = Path(_spec_file(tmp_path, name=ESCAPE))
+    runs = tmp_path / "a" / "b" / "runs"
+    assert main(["export", str(spec), "--format", export_format, "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bsnas: error: {spec}: name '{ESCAPE}': ") and "-o FILE" in err
+    assert len(err.strip().splitlines()) == 1 and _files(tmp_path) == {spec}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=NAMES)
+def test_any_exported_spec_name_stays_in_the_runs_folder_or_is_one_line(tmp_path, capsys, name):
+    with tempfile.TemporaryDirectory(dir=tmp_path) as folder:
+        spec = Path(_spec_file(Path(folder), name=name))
+        status = main(["export", str(spec), "--runs-dir", str(Path(folder) / "runs")])
+        out, err = capsys.readouterr()
+        if status == 0:
+            written = Path(out.strip())
+            assert written.resolve().parent == (Path(folder) / "runs" / "exports").resolve()
+            assert _files(Path(folder)) == {spec, written} and written.name == f"{name}.yaml" and is_name(name)
+        else:
+            assert status == 2 and err.startswith("bsnas: error: ") and len(err.strip().splitlines()) == 1
+            assert _files(Path(folder)) == {spec}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=NAMES)
+def test_any_trial_name_stays_in_the_pareto_folder_or_is_one_line(tmp_path, name):
+    spec = dataclasses.replace(get_spec("cifar_mobilenetv3_small_w7d20", 10, 1, 28), name=name)
+    trial = create_trial(values=[0.5, 1.0], user_attrs={"spec": json.dumps(spec_to_dict(spec)), "trial": 3})
+    record = types.SimpleNamespace(front=lambda: [trial])  # export_front reads the front only
+    with tempfile.TemporaryDirectory(dir=tmp_path) as folder:
+        pareto = Path(folder) / "run" / "pareto"
+        try:
+            written = export_front(record, pareto)
+        except BsnasError as error:
+            assert _one_line(error).startswith(("trial 3: name ", "trial -1: name: "))  # the rule, or the spec's
+            assert _files(Path(folder)) == set()
+            return
+        assert [path.resolve().parent for path in written] == [pareto.resolve()] and is_name(name)
+        assert _files(Path(folder)) == set(written)
+
+
+def test_a_space_name_that_would_leave_the_runs_folder_is_refused_before_the_search(tmp_path, monkeypatch,
+                                                                                      capsys):
+    """Issue 21: a space named ../../../../../tmp/x/spacename wrote spacename_t0.yaml outside the runs folder."""
+    monkeypatch.chdir(tmp_path)
+    space = _write(tmp_path, {**SPACE, "name": ESCAPE})
+    assert main(["search", *TINY_SEARCH, "--space", str(space), "--runs-dir", "runs", "--name", "s"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bsnas: error: {space}: name: '{ESCAPE}' is not 1 to ")
+    assert len(err.strip().splitlines()) == 1 and _files(tmp_path) == {space}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=NAMES)
+def test_any_space_name_names_its_trials_by_the_rule_or_is_one_line(tmp_path, name):
+    path = _write(tmp_path, {**SPACE, "name": name})
+    try:
+        space = load_space(path)
+    except BsnasError as error:
+        assert _one_line(error).startswith(f"{path}: name: ")
+        return
+    assert is_name(f"{space.name}_t{10**8 - 1}")  # the largest trial number a search gets to
+
+
+def test_a_space_file_without_a_name_is_named_after_its_file_by_the_rule(tmp_path):
+    document = {key: value for key, value in SPACE.items() if key != "name"}
+    path = tmp_path / ".my space (2).yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert load_space(path).name == "my_space_2_"

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from bsnas.errors import BsnasError
+from bsnas.names import name_from
 from bsnas.report.live import SearchProgress
 from bsnas.report.tables import print_report
 from bsnas.search.budget import check_budgets, parse_budget
@@ -111,9 +112,7 @@ def add_parser(subparsers) -> None:
 
 
 def _default_name(space: str, budget: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"search-{Path(space).stem}-{budget}")
+    return name_from(f"search-{Path(space).stem}-{budget}")
 
 
 def run(args: argparse.Namespace) -> int:

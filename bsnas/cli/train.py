@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from bsnas.arch.spec import ArchSpec
 from bsnas.arch.zoo import resolve_spec
 from bsnas.deploy.onnx import export_run, require_onnx
 from bsnas.errors import BsnasError
+from bsnas.names import name_from
 from bsnas.search.reproduce import parse_trial_source, trial_training
 from bsnas.search.study import load_record
 from bsnas.text import plural
@@ -92,7 +92,7 @@ def _reproduce(args: argparse.Namespace, session: distributed.Session, run_name:
 
 def _default_name(model: str, dataset: str, preset_name: str) -> str:
     stem = Path(model).stem if model.endswith((".yaml", ".yml")) else model
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}-{dataset.partition(':')[0]}-{preset_name}")
+    return name_from(f"{stem}-{dataset.partition(':')[0]}-{preset_name}")
 
 
 def _fit_to_data(spec: ArchSpec, model: str, data) -> ArchSpec:

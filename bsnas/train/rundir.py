@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from bsnas.arch.files import save_spec
 from bsnas.arch.spec import ArchSpec, spec_to_dict
 from bsnas.arch.validate import spec_from_dict
 from bsnas.errors import BsnasError
+from bsnas.names import check_name
 from bsnas.nn.build import build_model
 from bsnas.train import distributed
 from bsnas.train.config import TrainConfig
@@ -35,15 +35,12 @@ __all__ = ["CHECKPOINT_FORMAT", "RunDir", "check_checkpoint", "load_checkpoint",
            "save_checkpoint", "train_in_run_dir"]
 
 CHECKPOINT_FORMAT = 1
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def run_path(runs_dir: str | Path, name: str) -> Path:
-    """The folder of run `name` inside `runs_dir`; a name that could leave it (`..`, `/x`, a newline) is refused."""
-    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
-        raise BsnasError(f"--name {name!r}: a run name is 1 to 100 letters, digits, '.', '_' or '-', starting with a "
-                         f"letter or digit (it names a folder inside {runs_dir}).")
-    return Path(runs_dir) / name
+    """The folder of run `name` inside `runs_dir`; a name that could leave it (`..`, `/x`, a newline) is refused
+    (`bsnas.names`)."""
+    return Path(runs_dir) / check_name(name, "--name", "a run name", f"it names a folder inside {runs_dir}")
 
 
 def save_checkpoint(
