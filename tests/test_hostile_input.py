@@ -13,6 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,6 +34,8 @@ from bsnas.train.rundir import run_path
 
 SPEC = spec_to_dict(get_spec("cifar_mobilenetv3_small_w7d20_pfd", 10, 1, 28))
 SPACE = load_space(shipped_space_path("mobilenet")).raw
+TINY_SEARCH = ["--budget", "2MFLOPs", "--trials", "1", "--dataset", "synthetic", "--rungs", "1", "--proxy-images",
+               "64", "--workers", "1", "--threads", "1", "--sampler", "random", "--no-warm-start", "--quiet"]
 HOSTILE = st.one_of(
     st.sampled_from([3.0, True, False, None, 0, -1, 10**9, 10**30, "1e400", 1e300, float("inf"), float("nan"), "",
                      "../../etc", [], {}, [None], {"low": 1, "high": 10**8}, {"choices": []}, "11/0", "1e400/3"]),
@@ -173,6 +176,13 @@ def _spec_file(tmp_path: Path, **changes) -> str:
     (["train", "SPEC", "--dataset", "nosuchset"], "--dataset 'nosuchset' is not one of"),
     (["profile", "SPEC", "--input-size", "1x0x28"], "--input-size '1x0x28' is not of the form"),
     (["worker", "r", "--storage", "mysql://u:hunter2@nohost/db"], "--storage mysql://u:***@nohost/db"),
+    (["search", *TINY_SEARCH, "--seed", "-1"], "--seed must be a whole number from 0 to 4294967295, got -1."),
+    (["search", *TINY_SEARCH, "--seed", str(2**32)], "--seed must be a whole number from 0 to 4294967295"),
+    (["search", *TINY_SEARCH, "--device", "bogus"], "--device 'bogus' is not one of auto, cpu, cuda, cuda:N."),
+    (["search", *TINY_SEARCH, "--device", "cuda:x"], "--device 'cuda:x' is not one of auto, cpu, cuda, cuda:N."),
+    (["train", "SPEC", "--dataset", "synthetic", "--seed", "-1"], "TrainConfig.seed must be a whole number from 0"),
+    (["train", "SPEC", "--dataset", "synthetic", "--device", "bogus"],
+     "TrainConfig.device: 'bogus' is not one of auto, cpu, cuda, cuda:N."),
 ])
 def test_bad_command_lines_are_one_line_with_status_2(tmp_path, monkeypatch, capsys, argv, needle):
     monkeypatch.chdir(tmp_path)
@@ -231,8 +241,6 @@ NAMES = st.one_of(st.text(max_size=120), st.from_regex(r"[A-Za-z0-9._/-]{1,12}",
                   st.sampled_from(["..", ".", "../x", "a/../..", "/tmp/bsnas-name", "-rf", ".hidden", "x" * 101,
                                    "x" * 100, "ok_name-1.2"]))
 ESCAPE = "../../../../escaped/evilname"
-TINY_SEARCH = ["--budget", "2MFLOPs", "--trials", "1", "--dataset", "synthetic", "--rungs", "1", "--proxy-images",
-               "64", "--workers", "1", "--threads", "1", "--sampler", "random", "--no-warm-start", "--quiet"]
 
 
 def _files(folder: Path) -> set[Path]:
@@ -314,3 +322,28 @@ def test_a_space_file_without_a_name_is_named_after_its_file_by_the_rule(tmp_pat
     path = tmp_path / ".my space (2).yaml"
     path.write_text(yaml.safe_dump(document))
     assert load_space(path).name == "my_space_2_"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a CUDA GPU here")
+@pytest.mark.parametrize("command", [["search", *TINY_SEARCH], ["train", "SPEC", "--dataset", "synthetic",
+                                                                "--epochs", "1", "--subset", "64"]])
+def test_device_cuda_without_a_gpu_is_one_line_before_any_run(tmp_path, monkeypatch, capsys, command):
+    """Issue 21: --device cuda on a machine without a GPU gave 70 lines and two tracebacks."""
+    monkeypatch.chdir(tmp_path)
+    argv = [_spec_file(tmp_path) if arg == "SPEC" else arg for arg in command]
+    assert main([*argv, "--device", "cuda", "--runs-dir", "runs"]) == 2
+    err = capsys.readouterr().err
+    assert err == "bsnas: error: --device cuda was asked for but torch sees no CUDA GPU; use --device cpu.\n"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "evolution", "tpe", "random"])
+def test_the_largest_seed_seeds_every_workers_sampler(sampler):
+    """Worker k's sampler is seeded with seed + 1000 k: past 2**32 - 1, numpy refuses the seed."""
+    from bsnas.search.config import SearchConfig
+    from bsnas.search.study import _sampler
+
+    config = SearchConfig(name="s", space_file="mobilenet", budgets=(parse_budget("2MFLOPs"),), seed=2**32 - 1,
+                          sampler=sampler, workers=8)
+    for worker in range(config.workers):
+        _sampler(config, worker).reseed_rng()

@@ -19,6 +19,7 @@ from bsnas.text import plural
 from bsnas.train import distributed
 from bsnas.train.config import PRESETS, describe_preset, preset
 from bsnas.train.data import DATASETS, DataConfig, load_data
+from bsnas.train.loop import resolve_device
 from bsnas.train.rundir import RunDir, run_path, train_in_run_dir
 
 __all__ = ["add_parser", "run"]
@@ -139,6 +140,7 @@ def _run(args: argparse.Namespace, session: distributed.Session) -> int:
         )
         changes = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
         config = preset(preset_name, **changes)  # bad flags fail before the data load
+        resolve_device(config.device)
         spec = resolve_spec(args.model)
         data = load_data(data_config)
         spec = _fit_to_data(spec, args.model, data)

@@ -41,6 +41,7 @@ from bsnas.space.decode import SearchSpace
 from bsnas.space.invert import params_of
 from bsnas.space.load import space_from_dict
 from bsnas.text import setting_changes
+from bsnas.train.config import MAX_SEED
 
 __all__ = ["STARTED", "create_study", "join_study", "load_record", "load_study", "zoo_slots", "set_zoo_slots",
            "queue_slots",
@@ -78,7 +79,7 @@ def quiet_optuna() -> None:
 
 def _sampler(config: SearchConfig, worker: int = 0, rungs: list[optuna.Study] = ()) -> optuna.samplers.BaseSampler:
     """The sampler of `config` for worker `worker`; evolution takes its parents from the `rungs` studies."""
-    seed = config.seed + 1000 * worker
+    seed = (config.seed + 1000 * worker) % (MAX_SEED + 1)
     if config.sampler_name == "evolution":
         budget = config.objective_budget
         return EvolutionSampler(lambda: [trial_number(t) for t in best_per_bin(rungs, budget)] if rungs else [],

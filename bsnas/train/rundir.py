@@ -176,9 +176,10 @@ def train_in_run_dir(run_dir: RunDir, spec: ArchSpec, config: TrainConfig, data,
 
     Shows the progress bar (or plain lines) unless `quiet`. Under torchrun only rank 0 writes and shows progress.
     """
-    from bsnas.train.loop import train
+    from bsnas.train.loop import resolve_device, train
     from bsnas.train.progress import TrainProgress
 
+    resolve_device(config.device)  # a device that is not here fails before the run directory is written
     session = distributed.current()
     quiet = quiet or not session.is_main
     torch.manual_seed(config.seed)
