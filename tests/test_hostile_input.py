@@ -347,3 +347,106 @@ def test_the_largest_seed_seeds_every_workers_sampler(sampler):
                           sampler=sampler, workers=8)
     for worker in range(config.workers):
         _sampler(config, worker).reseed_rng()
+
+
+# Storages and run folders that cannot be used: one line, nothing half-made (issue 21)
+
+@pytest.mark.parametrize("url", ["sqlite:///", "sqlite://", "sqlite:///:memory:"])
+def test_an_sqlite_url_without_a_file_is_one_line(tmp_path, monkeypatch, capsys, url):
+    """Issue 21: --storage sqlite:/// (an in-memory database, one per connection) ended in 'no such table'."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", *TINY_SEARCH, "--storage", url, "--runs-dir", "runs", "--name", "s"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bsnas: error: --storage {url}: an SQLite URL names a file") and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture()
+def read_only(tmp_path, monkeypatch):
+    """A folder whose file system is read-only: os.mkdir inside it fails with EROFS (chmod would not stop root)."""
+    import errno
+    import os
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    mkdir = os.mkdir
+
+    def refuse(path, *args, **kwargs):
+        if Path(path).resolve().is_relative_to(folder.resolve()):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    return folder
+
+
+@pytest.mark.parametrize("runs", ["read-only", "/proc/1", "a-file"])
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_a_runs_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys, read_only, runs, command):
+    """Issue 21: a read-only runs folder gave an 18-line OSError (search and train), --runs-dir /proc/1 a
+    FileNotFoundError."""
+    monkeypatch.chdir(tmp_path)
+    Path("a-file").write_text("")
+    argv = ["search", *TINY_SEARCH] if command == "search" else ["train", _spec_file(tmp_path), "--dataset",
+                                                                  "synthetic", "--epochs", "1", "--subset", "64"]
+    before = _files(tmp_path)
+    assert main([*argv, "--runs-dir", runs, "--name", "r"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"bsnas: error: {runs}/r: cannot create the run folder (") and len(err) <= 2  # a note
+    assert err[-1].endswith("); give --runs-dir a folder you can write to.")
+    assert _files(tmp_path) == before and list(read_only.iterdir()) == []
+
+
+def _study_file(path: Path, name: str = "s", trials: int = 300) -> Path:
+    """An SQLite study of `trials` trials with 2 kB of attributes each: some 200 pages, all in the file."""
+    import optuna
+
+    from bsnas.search.storage import open_storage
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(f"sqlite:///{path}")
+    study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"])
+    study.set_user_attr("config", {"rungs": 1})
+    study.add_trials([create_trial(values=[0.5, float(n)], user_attrs={"spec": f"{n}" * 2000})
+                      for n in range(trials)])
+    storage.engine.dispose()  # the last connection closed: the write-ahead log is copied into the file
+    return path
+
+
+def _damage(path: Path, first_page: int = 20, last_page: int = 110) -> None:
+    """Pages first..last of an SQLite file overwritten with random bytes (pages of 4096 bytes)."""
+    with path.open("r+b") as file:
+        assert path.stat().st_size > 4096 * last_page
+        file.seek(4096 * first_page)
+        file.write(random.Random(0).randbytes(4096 * (last_page - first_page + 1)))
+
+
+def test_a_damaged_study_file_is_one_line_from_report_and_search(tmp_path, monkeypatch, capsys):
+    """Issue 21: a study.db with pages 20-110 overwritten by random bytes: 95-125 lines ending in
+    StorageInternalError, from report and search."""
+    monkeypatch.chdir(tmp_path)
+    study = _study_file(tmp_path / "runs" / "s" / "study.db")
+    _damage(study)
+    damaged = study.read_bytes()
+    for argv in (["report", "s"], ["search", *TINY_SEARCH, "--name", "s"]):
+        assert main([*argv, "--runs-dir", "runs"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("bsnas: error: runs/s/study.db: the SQLite file is damaged (") and err.count("\n") == 1
+        assert "restore it from a backup" in err
+    assert study.read_bytes() == damaged and sorted(p.name for p in study.parent.iterdir()) == ["study.db"]
+
+
+def test_an_empty_study_file_is_said_to_be_empty_not_made_a_new_study(tmp_path, monkeypatch, capsys):
+    """Issue 21: a zero-byte study.db silently started a new study."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "runs" / "s"
+    run.mkdir(parents=True)
+    (run / "study.db").write_bytes(b"")
+    (run / "search.yaml").write_text("name: s\n")  # a search ran here
+    for argv in (["report", "s"], ["search", *TINY_SEARCH, "--name", "s"]):
+        assert main([*argv, "--runs-dir", "runs"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("bsnas: error: runs/s/study.db is empty (0 bytes)") and err.count("\n") == 1
+        assert (run / "study.db").stat().st_size == 0
+    assert sorted(p.name for p in run.iterdir()) == ["search.yaml", "study.db"]

@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsnas.arch.cost import cost
 from bsnas.arch.zoo import get_spec, list_models, zoo_family
-from bsnas.errors import BsnasError
+from bsnas.errors import BsnasError, StorageFault
 from bsnas.search.budget import Budget
 from bsnas.search.candidate import over_budget
 from bsnas.search.config import COST_UNITS, SETTINGS_BEFORE, SearchConfig, config_from_dict
@@ -36,12 +36,13 @@ from bsnas.search.evaluator import TRAINING_FAILURES
 from bsnas.search.evolution import EvolutionSampler, best_per_bin
 from bsnas.search.front import SearchRecord, trial_number
 from bsnas.search.rungs import open_rung_study
-from bsnas.search.storage import open_storage, redact_url
+from bsnas.search.storage import empty_sqlite_file, open_storage, redact_url
 from bsnas.space.decode import SearchSpace
 from bsnas.space.invert import params_of
 from bsnas.space.load import space_from_dict
 from bsnas.text import setting_changes
 from bsnas.train.config import MAX_SEED
+from bsnas.train.rundir import make_run_dir
 
 __all__ = ["STARTED", "create_study", "join_study", "load_record", "load_study", "zoo_slots", "set_zoo_slots",
            "queue_slots",
@@ -98,7 +99,7 @@ def create_study(config: SearchConfig, space: SearchSpace, worker: int = 0, stor
     keep its settings. `rungs` are the rung studies its sampler learns from (evolution)."""
     quiet_optuna()
     if config.storage is None:
-        config.run_dir.mkdir(parents=True, exist_ok=True)
+        make_run_dir(config.run_dir)
     storage = storage or open_storage(config.storage_url, config.heartbeat_s)
     sampler = _sampler(config, worker, rungs)
     try:
@@ -164,6 +165,9 @@ def load_record(name: str, storage: str | None = None, runs_dir: str = "runs", r
     if storage is None and not path.exists():
         raise BsnasError(f"{path} does not exist; run `bsnas search --name {name}` first or pass --storage.")
     url = storage or f"sqlite:///{path}"
+    if file := empty_sqlite_file(url):
+        raise StorageFault(f"{file} is empty (0 bytes): the study it held is gone; restore it from a backup, or run "
+                           "the search again (delete the empty file first).")
     opened = open_storage(url)
     try:
         study = optuna.load_study(study_name=name, storage=opened)
