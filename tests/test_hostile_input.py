@@ -337,6 +337,7 @@ def test_device_cuda_without_a_gpu_is_one_line_before_any_run(tmp_path, monkeypa
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # TPE's group=True
 @pytest.mark.parametrize("sampler", ["nsga2", "evolution", "tpe", "random"])
 def test_the_largest_seed_seeds_every_workers_sampler(sampler):
     """Worker k's sampler is seeded with seed + 1000 k: past 2**32 - 1, numpy refuses the seed."""
