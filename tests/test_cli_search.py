@@ -163,6 +163,32 @@ def test_a_search_name_never_leaves_the_runs_folder(tmp_path, monkeypatch, capsy
     assert list(tmp_path.iterdir()) == [] and not Path("/tmp/bsnas-abs-search").exists()
 
 
+def test_trial_names_from_an_unchecked_study_never_leave_its_folders(searched, tmp_path, capsys):
+    """Issue 21: a study whose trials are named ../../x (searched before space names were checked, or written by
+    someone else) had its pareto/ files written outside the runs folder; retrain sanitised the name its own way."""
+    import shutil
+    import sqlite3
+
+    runs, _ = searched
+    copy = tmp_path / "runs"
+    shutil.copytree(runs / "e2e", copy / "e2e", ignore=shutil.ignore_patterns("retrain*", "pareto*"))
+    with sqlite3.connect(copy / "e2e" / "study.db") as connection:
+        for row, value in connection.execute("SELECT trial_user_attribute_id, value_json FROM "
+                                             "trial_user_attributes WHERE key = 'spec'").fetchall():
+            spec = json.loads(json.loads(value))
+            spec["name"] = "../../../../escaped"
+            connection.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_user_attribute_id = ?",
+                               (json.dumps(json.dumps(spec)), row))
+    before = {path for path in tmp_path.rglob("*") if path.is_file()}
+    for argv in (["report", "e2e"], ["retrain", "e2e", "--epochs", "1", "--zoo", "none", "--device", "cpu"]):
+        assert main([*argv, "--runs-dir", str(copy)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bsnas: error: trial ") and "name '../../../../escaped': " in err
+        assert len(err.strip().splitlines()) == 1
+    assert {path for path in tmp_path.rglob("*") if path.is_file() and "-wal" not in path.name
+            and "-shm" not in path.name} == {p for p in before if "-wal" not in p.name and "-shm" not in p.name}
+
+
 def test_a_storage_password_is_never_printed_nor_stored(postgres_url, tmp_path, capsys):
     import sqlalchemy
 

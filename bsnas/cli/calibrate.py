@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from bsnas.search.evaluator import ProxyEvaluator
     from bsnas.search.workers import check_space_fits
     from bsnas.space.load import resolve_space
-    from bsnas.train.rundir import run_path
+    from bsnas.train.rundir import make_run_dir, run_path
 
     budgets = tuple(check_budgets([parse_budget(text) for text in args.budget or ["100MFLOPs"]]))
     workers = args.workers or default_workers()
@@ -67,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
     data = proxy.data()
     space = resolve_space(args.space).for_data(data.in_channels, data.image_size, data.num_classes)
     check_space_fits(space, budgets)
-    folder = run_path(args.runs_dir, args.name)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_run_dir(run_path(args.runs_dir, args.name))
     specs = calibrate.candidates(space, budgets, args.candidates, args.seed, args.zoo)
     setup = calibrate.Calibration(args.name, f"sqlite:///{folder / 'calibrate.db'}", args.rungs,
                                   calibrate.CalibrationEvaluator(proxy, args.reference_epochs), tuple(specs),

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from bsnas.arch.spec import ArchSpec
-from bsnas.errors import BsnasError
+from bsnas.errors import BsnasError, shown
+from bsnas.names import check_name, is_name
 from bsnas.search.budget import format_cost
 from bsnas.text import plural
 
@@ -55,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
     elif folder is not None:
         output = folder / ("model.onnx" if args.format == "onnx" else "export.yaml")
     else:
-        output = Path(args.runs_dir) / "exports" / f"{spec.name}{suffix}"
+        exports = Path(args.runs_dir) / "exports"
+        name = check_name(spec.name, f"{shown(args.source)}: name", "the name of an exported architecture",
+                          f"it becomes the file name in {exports}/; pass -o FILE to write it elsewhere")
+        output = exports / f"{name}{suffix}"
     if args.format == "yaml":
         from bsnas.arch.files import save_spec
 
@@ -112,9 +116,7 @@ def _resolve(args: argparse.Namespace) -> tuple[ArchSpec, bool, Path | None, str
 
 
 def _is_run_name(text: str) -> bool:
-    from bsnas.train.rundir import RUN_NAME
-
-    return bool(RUN_NAME.fullmatch(text)) and not text.endswith((".yaml", ".yml"))
+    return is_name(text) and not text.endswith((".yaml", ".yml"))
 
 
 def _refuse_overrides(args: argparse.Namespace, what: str) -> None:

@@ -7,12 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-from bsnas.errors import BsnasError
+from bsnas.errors import BsnasError, StorageFault
+from bsnas.names import name_from
 from bsnas.report.live import SearchProgress
 from bsnas.report.tables import print_report
 from bsnas.search.budget import COST_KINDS, check_budgets, parse_budget
 from bsnas.search.config import DEFAULT_TRIALS, LATENCY_BACKENDS, MULTI_FIDELITY_IMAGES, SAMPLERS, SearchConfig
-from bsnas.search.storage import redact_url
+from bsnas.search.storage import empty_sqlite_file, redact_url
 from bsnas.search.study import load_record
 from bsnas.search.workers import prepare_search, run_workers
 from bsnas.space.decode import SearchSpace
@@ -20,6 +21,7 @@ from bsnas.space.load import SHIPPED_SPACES, resolve_space
 from bsnas.text import plural
 from bsnas.train.config import PRESETS
 from bsnas.train.data import DATASETS
+from bsnas.train.rundir import make_run_dir
 
 PROXY = PRESETS["proxy"]
 
@@ -118,14 +120,13 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 
 def _default_name(space: str, budget: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"search-{Path(space).stem}-{budget}")
+    return name_from(f"search-{Path(space).stem}-{budget}")
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     started = time.perf_counter()
+    _refuse_a_lost_study(config)
     space, study, enqueued = prepare_search(config, resolve_space(config.space_file))  # every check before any file
     _save_run_files(config, space)
     budget_text = ", ".join(str(b) for b in config.budgets)
@@ -146,11 +147,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_a_lost_study(config: SearchConfig) -> None:
+    """A search ran in this run folder (its search.yaml is written after its study) but its SQLite file is now empty:
+    its trials are lost, and opening the file would silently start a new study."""
+    file = empty_sqlite_file(config.storage_url)
+    if file and (config.run_dir / "search.yaml").is_file():
+        raise StorageFault(f"{file} is empty (0 bytes), but {config.run_dir / 'search.yaml'} shows that a search ran "
+                           "there: its trials are lost. Restore the file from a backup and run the same command again, "
+                           "or delete both files to start this search afresh.")
+
+
 def _save_run_files(config: SearchConfig, space: SearchSpace) -> None:
     """The run directory keeps the resolved config (no secrets) and a copy of the search space."""
     import yaml
 
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(config.run_dir)
     (run_dir / "search.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     (run_dir / "space.yaml").write_text(yaml.safe_dump(space.raw, sort_keys=False))

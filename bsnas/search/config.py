@@ -14,6 +14,8 @@ from bsnas.search.budget import COST_KINDS, Budget
 from bsnas.search.rungs import RUNG_STUDY
 from bsnas.search.storage import HEARTBEAT_S, redact_url
 from bsnas.text import regex
+from bsnas.train.config import MAX_SEED
+from bsnas.train.loop import resolve_device
 from bsnas.train.rundir import run_path
 
 __all__ = ["DEFAULT_ETA", "DEFAULT_RUNGS", "DEFAULT_SPACE", "DEFAULT_TRIALS", "SAMPLERS", "COST_UNITS",
@@ -100,12 +102,13 @@ class SearchConfig:
             object.__setattr__(self, "workers", default_workers(self.device))
         limits = {"trials": (1, 10**6), "workers": (1, 256), "threads": (1, 1024), "population": (2, 10**4),
                   "proxy_epochs": (1, 10**4), "proxy_images": (1, 10**8), "proxy_val": (1, 10**8), "rungs": (1, 8),
-                  "eta": (2, 10)}
+                  "eta": (2, 10), "seed": (0, MAX_SEED)}
         for name, (low, high) in limits.items():
             value = getattr(self, name)
             if value is not None and (type(value) is not int or not low <= value <= high):
                 raise BsnasError(f"--{name.replace('_', '-')} must be a whole number from {low} to {high}, "
                                  f"got {value!r}.")
+        resolve_device(self.device)  # auto, cpu, cuda or cuda:N, and a CUDA device only where torch sees one
         if self.augment not in (None, True, False):
             raise BsnasError(f"augment must be true, false or unset, got {self.augment!r}.")
         if self.timeout is not None and not 0 < self.timeout < math.inf:

@@ -9,16 +9,19 @@ running trial's writes through Optuna's private RDB models (42 -> 15 ms per reje
 real search trains every feasible candidate for 5-30 s, so the saving was under 1 % of its time, while the
 private models could change with any Optuna release: the stock storage is used.
 
-Storage URLs may hold passwords: `redact_url` is what bsnas prints and stores.
+Storage URLs may hold passwords: `redact_url` is what bsnas prints and stores. An SQLite URL must name a file
+(`sqlite_file`); a file that is damaged is refused when it is opened (`PRAGMA quick_check`), as a StorageFault.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -26,8 +29,8 @@ from optuna.storages import RDBStorage
 
 from bsnas.errors import BsnasError, StorageFault
 
-__all__ = ["HEARTBEAT_S", "grace_period", "guard_storage", "open_storage", "redact_url", "storage_failure",
-           "storage_lost"]
+__all__ = ["HEARTBEAT_S", "empty_sqlite_file", "grace_period", "guard_storage", "open_storage", "redact_url",
+           "sqlite_file", "storage_failure", "storage_lost"]
 
 HEARTBEAT_S = 10  # a worker beats every 10 s; its job is failed after 4 missed beats
 
@@ -48,9 +51,52 @@ def redact_url(url: str) -> str:
     return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of an SQLite URL (None for other databases); an SQLite URL without a file (`sqlite:///`,
+    `:memory:`: a database of its own for every connection) is a BsnasError."""
+    if not url.startswith("sqlite"):
+        return None
+    import sqlalchemy
+
+    try:
+        database = sqlalchemy.engine.make_url(url).database
+    except sqlalchemy.exc.ArgumentError:
+        return None  # not a URL: open_storage says so
+    if not database or database == ":memory:":
+        raise BsnasError(f"--storage {redact_url(url)}: an SQLite URL names a file, e.g. sqlite:///runs/NAME/study.db "
+                         "(an in-memory database is not shared by the workers, nor kept).")
+    return Path(database)
+
+
+def empty_sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite URL when it exists and is empty (0 bytes: SQLite would take it for a new database, and
+    Optuna would make a new study in it), else None."""
+    path = sqlite_file(url)
+    return path if path is not None and path.is_file() and path.stat().st_size == 0 else None
+
+
+def _check_intact(path: Path) -> None:
+    """Refuse a damaged SQLite file (its pages fail SQLite's quick check) before Optuna reads or writes it."""
+    connection = sqlite3.connect(path, timeout=120)
+    try:
+        problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+    except sqlite3.OperationalError:
+        return  # busy or unreadable, not damaged: opening it says why
+    except sqlite3.DatabaseError as error:  # SQLITE_CORRUPT, SQLITE_NOTADB
+        problems = [str(error)]
+    finally:
+        connection.close()
+    if problems != ["ok"]:
+        raise StorageFault(f"{path}: the SQLite file is damaged ({problems[0][:120]}); restore it from a backup and "
+                           "run the command again, or start the search afresh under another --name.")
+
+
 def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> RDBStorage:
     """The storage at an Optuna RDB URL, with heartbeats every `heartbeat_s` seconds (a job whose worker missed
-    four beats is failed, see `bsnas.search.scheduler`)."""
+    four beats is failed, see `bsnas.search.scheduler`). A damaged SQLite file is a StorageFault."""
+    path = sqlite_file(url)
+    if path is not None and path.is_file() and path.stat().st_size > 0:
+        _check_intact(path)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}

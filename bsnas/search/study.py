@@ -12,16 +12,16 @@ import time
 
 import optuna
 
-from bsnas.errors import BsnasError
+from bsnas.errors import BsnasError, StorageFault
 from bsnas.search.config import COST_UNITS, SETTINGS_BEFORE, SearchConfig, config_from_dict
 from bsnas.search.front import SearchRecord
 from bsnas.search.logs import quiet_optuna
 from bsnas.search.rungs import open_rung_study
-from bsnas.search.storage import open_storage, redact_url
+from bsnas.search.storage import empty_sqlite_file, open_storage, redact_url
 from bsnas.space.decode import SearchSpace
 from bsnas.space.load import space_from_dict
 from bsnas.text import setting_changes
-from bsnas.train.rundir import run_path
+from bsnas.train.rundir import make_run_dir, run_path
 
 __all__ = ["create_study", "join_study", "load_record", "load_study", "open_search"]
 
@@ -31,7 +31,7 @@ def create_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     and a name that another search's rung studies use is refused."""
     quiet_optuna()
     if config.storage is None:
-        config.run_dir.mkdir(parents=True, exist_ok=True)
+        make_run_dir(config.run_dir)
     storage = open_storage(config.storage_url, config.heartbeat_s)
     try:
         study = optuna.create_study(study_name=config.name, storage=storage, directions=["maximize", "minimize"])
@@ -101,6 +101,9 @@ def load_record(name: str, storage: str | None = None, runs_dir: str = "runs", r
     if storage is None and not path.exists():
         raise BsnasError(f"{path} does not exist; run `bsnas search --name {name}` first or pass --storage.")
     url = storage or f"sqlite:///{path}"
+    if file := empty_sqlite_file(url):
+        raise StorageFault(f"{file} is empty (0 bytes): the study it held is gone; restore it from a backup, or run "
+                           "the search again (delete the empty file first).")
     opened = open_storage(url)
     try:
         study = optuna.load_study(study_name=name, storage=opened)
