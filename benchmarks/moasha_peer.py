@@ -24,6 +24,7 @@ train_seconds, completed (Unix time).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import multiprocessing
@@ -128,6 +129,7 @@ class MoashaPeer:
                 self.rejected += 1
                 continue
             trial = Trial(trial_id=self.asked, config=config, creation_time=datetime.datetime.now())
+            candidate.spec = dataclasses.replace(candidate.spec, name=f"{self.space.name}_t{self.asked}")
             self.asked += 1
             self.scheduler.on_trial_add(trial)
             return Job(trial, candidate, 0)
@@ -286,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                 log.flush()
 
             drive(peer, submit, next_result, args.workers, deadline, on_result)
+    except Terminated:
+        print("MOASHA: terminated", file=sys.stderr)
+        return 143
     finally:
         pool.terminate()
         pool.join()
