@@ -2,7 +2,7 @@
 fidelity, Syne Tune's MOASHA and the zoo, over search seeds, after one final training for all.
 
     python benchmarks/search_quality.py [--budget 20MFLOPs] [--search-minutes 5] [--seeds 0 1 2]
-        [--methods default,no-warm-start,random,single-fidelity,moasha,zoo] [--final-epochs 1] [--final-images N]
+        [--methods default,no-warm-start,random,single-fidelity,moasha,zoo] [--final-epochs 1] [--final-images 20000]
         [--points 3] [--noise-seeds 3] [--workers 2] [--threads 1] [--space mobilenet] [--dataset fashion-mnist]
         [--data-root DIR] [--device cpu] [--name bench-quality] [--runs-dir runs] [--plots-dir DIR] [--smoke]
 
@@ -25,7 +25,7 @@ the children), and, for the curves, of its process tree sampled from /proc every
 its front (validation accuracy, cost) at the highest rung any of its trainings reached by T.
 
 Final training: the same preset for all (`bsnas retrain`'s `paper` preset, `--final-epochs` epochs, on
-`--final-images` training images or all; test accuracy on the test split), of up to `--points` points of each
+`--final-images` training images, 0: all; test accuracy on the test split), of up to `--points` points of each
 answer (in this order: the most accurate, the knee, the cheapest; see `bsnas.search.front.knee_index`) and of
 every zoo model under the budget. An architecture is trained once for all methods that found it (by spec hash
 and training seed). The noise of the final training itself: the most accurate final point of the default
@@ -98,7 +98,7 @@ STOP_AFTER_S = 3.0  # seconds after T at which a search is stopped (nothing it f
 KILL_AFTER_S = 20.0  # seconds a stopped search has to exit before it and its process group are killed
 SAMPLE_S = 1.0  # how often the CPU time of a search's process tree is read
 SMOKE = {"dataset": "synthetic", "budget": "1MFLOPs", "search_seconds": 20.0, "workers": 1, "threads": 1, "rungs": 2,
-         "proxy_images": 64, "final_epochs": 1, "noise_seeds": 2, "seeds": [0]}
+         "proxy_images": 64, "final_epochs": 1, "final_images": None, "noise_seeds": 2, "seeds": [0]}
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class Settings:
     rungs: int | None = None  # None: bsnas search's default ladder
     proxy_images: int | None = None
     final_epochs: int = 1
-    final_images: int | None = None
+    final_images: int | None = 20000  # None: all
     points: int = 3
     noise_seeds: int = 3
 
@@ -629,7 +629,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, Path | No
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="search seeds (default 0 1 2)")
     parser.add_argument("--methods", default=None, help=f"comma-separated, of {', '.join(METHODS)} (default all)")
     parser.add_argument("--final-epochs", type=int, default=None, help="epochs of the final training (default 1)")
-    parser.add_argument("--final-images", type=int, default=None, help="training images of it (default all)")
+    parser.add_argument("--final-images", type=int, default=None,
+                        help="training images of it (default 20000; 0: all)")
     parser.add_argument("--points", type=int, default=3, choices=(1, 2, 3), help="final points per answer")
     parser.add_argument("--noise-seeds", type=int, default=None, help="training seeds of the noise check (3)")
     parser.add_argument("--workers", type=int, default=None, help="workers of every method (default 2)")
@@ -655,6 +656,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, Path | No
     if unknown:
         raise BsnasError(f"--methods: {', '.join(unknown)} is not one of {', '.join(METHODS)}.")
     values["seeds"], values["methods"] = tuple(values["seeds"]), tuple(values["methods"])
+    values["final_images"] = values["final_images"] or None
     return Settings(**values), run_path(args.runs_dir, args.name), None if args.plots_dir is None else Path(
         args.plots_dir)
 
