@@ -184,12 +184,10 @@ def run_timed(command: list[str], seconds: float, log: Path) -> dict:
             code = process.wait(timeout=seconds + STOP_AFTER_S)
         except subprocess.TimeoutExpired:
             stopped = True
-            process.send_signal(signal.SIGTERM)  # the search stops its own workers
-            try:
-                code = process.wait(timeout=KILL_AFTER_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)  # the search and every process it started
-                code = process.wait(timeout=KILL_AFTER_S)
+            code = _stop(process)
+        except BaseException:  # Ctrl-C of the benchmark: its search (in a session of its own) stops too
+            _stop(process)
+            raise
         finally:
             done.set()
             sampler.join()
@@ -199,6 +197,16 @@ def run_timed(command: list[str], seconds: float, log: Path) -> dict:
         raise BsnasError(f"{' '.join(command[:4])} ... exited with status {code}; see {log}.")
     return {"launch": launch, "wall_s": time.time() - launch, "cpu_s": cpu, "exit": code, "stopped": stopped,
             "cpu_samples": samples}
+
+
+def _stop(process: subprocess.Popen) -> int:
+    """SIGTERM (the search stops its own workers); SIGKILL to its process group when it has not exited in time."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=KILL_AFTER_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.wait(timeout=KILL_AFTER_S)
 
 
 def _search_command(settings: Settings, method: str, seed: int, folder: Path) -> list[str]:
@@ -491,6 +499,10 @@ def _summary(per_run: list[dict], settings: Settings) -> list[dict]:
         if not mine:
             continue
         row = {"method": method, "seeds": len(mine)}
+        ladders = [run["trainings_per_rung"] for run in mine if "trainings_per_rung" in run]
+        if ladders:
+            row["trainings_per_rung"] = [statistics.median(ladder[r] if r < len(ladder) else 0 for ladder in ladders)
+                                         for r in range(max(map(len, ladders)))]
         for metric in ("hypervolume", "hypervolume_log", "best_test_accuracy", "cpu_s"):
             values = [run[metric] for run in mine if run.get(metric) is not None]
             row[metric] = _spread(values) if values else None
@@ -531,22 +543,23 @@ def write_outputs(result: dict, root: Path, plots_dir: Path | None) -> list[Path
     return plots
 
 
-def _plot_curves(result: dict, path: Path) -> Path:
+def _figure():
+    """A figure, its axes and a colour per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 5))
-    colours = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
-    for run in result["runs"]:
-        if "curve" in run and run["curve"]:
-            _, cpu, hv = zip(*run["curve"], strict=True)
-            axes.step(cpu, hv, where="post", color=colours[run["method"]], alpha=0.8,
-                      label=run["method"] if run["seed"] == result["settings"]["seeds"][0] else None)
-    axes.set_xlabel("CPU-seconds (the search's process tree)")
-    axes.set_ylabel(f"hypervolume, val accuracy at the top rung x cost / {result['unit']}")
-    axes.set_title("Hypervolume of the front at the highest rung reached, one line per seed")
+    return figure, axes, dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+
+
+def _save(figure, axes, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -554,14 +567,20 @@ def _plot_curves(result: dict, path: Path) -> Path:
     return path
 
 
+def _plot_curves(result: dict, path: Path) -> Path:
+    figure, axes, colours = _figure()
+    for run in result["runs"]:
+        if run.get("curve"):
+            _, cpu, hv = zip(*run["curve"], strict=True)
+            axes.step(cpu, hv, where="post", color=colours[run["method"]], alpha=0.8,
+                      label=run["method"] if run["seed"] == result["settings"]["seeds"][0] else None)
+    return _save(figure, axes, path, "CPU-seconds (the search's process tree)",
+                 f"hypervolume, val accuracy at the top rung x cost / {result['unit']}",
+                 "Hypervolume of the front at the highest rung reached, one line per seed")
+
+
 def _plot_fronts(result: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8, 5))
-    colours = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    figure, axes, colours = _figure()
     shown = set()
     for run in result["runs"]:
         if run["method"] == "zoo" and "zoo" in shown:
@@ -576,14 +595,9 @@ def _plot_fronts(result: dict, path: Path) -> Path:
         shown.add(run["method"])
     axes.axvline(result["budget"], color="grey", linestyle="--", linewidth=1)
     axes.set_xscale("log")
-    axes.set_xlabel(f"cost ({result['unit']} budget, dashed)")
-    axes.set_ylabel("test accuracy after the final training")
-    axes.set_title("Final-trained points of every method (all seeds) and the zoo models under the budget")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, axes, path, f"cost ({result['unit']} budget, dashed)",
+                 "test accuracy after the final training",
+                 "Final-trained points of every method (all seeds) and the zoo models under the budget")
 
 
 def print_table(result: dict) -> None:
@@ -601,14 +615,15 @@ def print_table(result: dict) -> None:
     table = Table(title=f"search quality: {settings['budget']}, {settings['search_seconds']:g} s per search, seeds "
                         f"{settings['seeds']}, final: {settings['final_epochs']} epoch(s); median [min, max]",
                   title_justify="left")
-    for column in ("method", "hypervolume", "hv (log cost)", "best test acc %", "CPU-s", "default - this (hv)",
-                   "default wins"):
+    for column in ("method", "hypervolume", "hv (log cost)", "best test acc %", "CPU-s", "trainings per rung",
+                   "default - this (hv)", "default wins"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in result["summary"]:
         diff = row.get("default_minus_this_hypervolume")
         wins = row.get("default_wins_hypervolume")
         table.add_row(row["method"], show(row["hypervolume"]), show(row["hypervolume_log"]),
-                      show(row["best_test_accuracy"], 100, 2), show(row["cpu_s"], 1, 0), show(diff),
+                      show(row["best_test_accuracy"], 100, 2), show(row["cpu_s"], 1, 0),
+                      "/".join(f"{n:g}" for n in row.get("trainings_per_rung", [])) or "-", show(diff),
                       "-" if diff is None else f"{wins} of {diff['n']}")
     console = table_console()
     console.print(table)
