@@ -62,6 +62,26 @@ def test_report_json(searched, capsys):
     assert main(["report", "e2e", "--runs-dir", str(runs), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["counts"]["complete"] >= 3 and report["front"]
+    # one rectangle per front point, from its cost share to the next point's (the last to the budget, 2 MFLOPs)
+    shares = [point["cost"] / 2.0 for point in report["front"]] + [1.0]
+    area = sum((shares[i + 1] - shares[i]) * max(p["val_accuracy"] for p in report["front"][:i + 1])
+               for i in range(len(report["front"])))
+    assert report["budget"] == 2.0 and report["hypervolume"] == pytest.approx(area)
+    assert main(["report", "e2e", "--runs-dir", str(runs)]) == 0
+    assert f"hypervolume of the front: {area:.4f}" in capsys.readouterr().out
+
+
+def test_the_report_says_why_a_search_without_a_budget_on_its_objective_has_no_hypervolume():
+    import optuna
+
+    from bsnas.report.tables import hypervolume_line
+    from bsnas.search.front import SearchRecord
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("config", {"objective": "latency", "budgets": [["flops", 2e6]]})
+    record = SearchRecord(study, [])
+    assert record.hypervolume() is None
+    assert "no --budget on the objective's cost, latency" in hypervolume_line(record)
 
 
 def test_export_is_trainable_and_within_budget(searched, tmp_path, capsys):

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
                   "params": t.user_attrs.get("params"), "latency_ms": t.user_attrs.get("latency_ms"),
                   "zoo": t.user_attrs.get("zoo"), "knee": index == bend} for index, t in enumerate(points)]
         print(json.dumps({"run": args.run_name, "counts": count_trials(record.study), "front": front,
+                          "hypervolume": record.hypervolume(), "budget": record.budget, "unit": record.unit,
                           "csv": str(paths.csv), "plot": str(paths.plot)}, indent=2))
         return 0
     print_report(record, run_dir)

@@ -19,6 +19,8 @@ from optuna.trial import FrozenTrial, TrialState
 from bsnas.arch.spec import ArchSpec
 from bsnas.arch.validate import spec_from_dict
 from bsnas.errors import BsnasError
+from bsnas.search.config import cost_value
+from bsnas.search.hypervolume import hypervolume
 from bsnas.search.promotion import best_first, results, top_rung
 
 __all__ = ["PICKS", "SearchRecord", "best_zoo", "knee", "knee_index", "pick", "trial_number", "trial_spec"]
@@ -58,6 +60,19 @@ class SearchRecord:
     @property
     def unit(self) -> str:
         return UNITS[self.objective]
+
+    @property
+    def budget(self) -> float | None:
+        """The budget on the objective's cost, in the objective's unit; None without one."""
+        budgets = self.study.user_attrs.get("config", {}).get("budgets", [])
+        return next((cost_value(kind, limit) for kind, limit in budgets if kind == self.objective), None)
+
+    def hypervolume(self) -> float | None:
+        """Hypervolume of the front (validation accuracy at the top rung, cost as a share of the objective's
+        budget; reference: the budget, accuracy 0; `bsnas.search.hypervolume`); None without such a budget."""
+        if self.budget is None:
+            return None
+        return hypervolume([tuple(point.values) for point in self.front()], self.budget)
 
     @property
     def top(self) -> int:

@@ -235,6 +235,22 @@ class SearchSpace:
         """
         return self.decode(lambda name, choice, hint: choice.suggest(trial, name), width_multiplier)
 
+    def parameters(self) -> dict[str, Choice]:
+        """Every parameter `sample` may ask, with its choice, in sampling order: a flat space (for a tool that knows
+        no conditions). Each stage lists the blocks of its largest repeats. A point reads only the parameters that
+        apply to it (the ArchSpec's rules and `when`, as in `decode`); `spec_from_params` ignores the others."""
+        found: dict[str, Choice] = {key: self.model[key] for key in ("block_type", "width_multiplier")}
+        found.update({f"stem.{key}": choice for key, choice in self.stem.items()})
+        for s, stage in enumerate(self.stages):
+            found[f"s{s}.repeats"] = stage.repeats
+            for b in range(max(stage.repeats.enumerate())):
+                found.update({f"s{s}.b{b}.{key}": choice for key, choice in stage.fields.items()})
+            if stage.stride == 2:
+                found[f"s{s}.padding_free"] = stage.padding_free
+        found.update({f"head.{key}": choice for key, choice in self.head.items()})
+        found["alpha"] = self.model["alpha"]
+        return {name: choice for name, choice in found.items() if not choice.fixed}
+
     def spec_from_params(self, params: dict[str, Any], width_multiplier: Any = None) -> ArchSpec:
         """The ArchSpec of a complete parameter dict (as `trial.params`)."""
 
