@@ -21,13 +21,6 @@ TRAIN = ["--dataset", "synthetic", "--preset", "proxy", "--epochs", "1", "--batc
          "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def keep_thread_count():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def _analyze(capsys, *argv: str) -> dict:
     assert main(["analyze", *argv, "--json"]) == 0
     return json.loads(capsys.readouterr().out)

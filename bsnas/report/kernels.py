@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bsnas.nn.kernels import KernelAnalysis, KernelLayer
+from bsnas.report.plots import save_figure
 
 __all__ = ["THRESHOLD", "AnalyzedModel", "StageSummary", "analysis_json", "layer_table", "orthonormal_table",
            "plot_kernels", "stage_summaries", "stage_table"]
@@ -167,9 +168,4 @@ def plot_kernels(models: list[AnalyzedModel], path: str | Path) -> Path:
                 ax.set_ylabel("share of the stage's filters" if field == "pc1" else "share of the stage's channels")
             if row == len(views) - 1:
                 ax.set_xlabel("variance explained by the first principal component")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
