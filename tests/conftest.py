@@ -1,4 +1,5 @@
-"""Shared fixtures: a PostgreSQL server of the test session's own, and the storages to run search tests on."""
+"""Shared fixtures: a PostgreSQL server of the test session's own, the storages to run search tests on, and torch's
+thread count restored after every test."""
 
 from __future__ import annotations
 
@@ -105,3 +106,13 @@ def space():
     from bsnas.space.load import load_space
 
     return load_space("search_spaces/mobilenet.yaml")
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    """A test that trains with --threads N leaves torch's thread count as it found it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
