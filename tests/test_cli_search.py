@@ -90,6 +90,21 @@ def test_retrain_front_one_epoch(searched, capsys):
     assert all(row["name"] in table for row in rows)  # whole names, also when printing to a pipe
 
 
+def test_an_interrupted_retraining_goes_on_only_with_its_own_settings(searched, capsys):
+    runs, _ = searched
+    argv = ["retrain", "e2e", "--runs-dir", str(runs), "--epochs", "1", "--device", "cpu", "--zoo", "none", "--json"]
+    assert main(argv) == 0
+    interrupted = sorted((runs / "e2e" / "retrain").glob("*/result.json"))[0]
+    interrupted.unlink()  # as if stopped after its last checkpoint
+    before = interrupted.with_name("metrics.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--threads", "2"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the line naming the training
+    assert error.startswith("bsnas: error: ") and "was started with other settings (threads 1, now 2)" in error
+    assert interrupted.with_name("metrics.jsonl").read_bytes() == before and not interrupted.exists()
+    assert main(argv) == 0 and interrupted.exists()
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (["search", "--budget", "100MFLOP5"], "--budget '100MFLOP5'"),
     (["search", "--budget", "100MFLOPs", "--budget", "200MFLOPs"], "twice"),

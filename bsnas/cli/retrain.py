@@ -21,6 +21,7 @@ from bsnas.report.tables import table_console
 from bsnas.search.budget import format_cost
 from bsnas.search.study import load_record
 from bsnas.text import plural
+from bsnas.train.config import DEFAULT_THREADS
 from bsnas.train.rundir import run_path
 
 __all__ = ["add_parser", "run", "retrain_spec"]
@@ -35,6 +36,9 @@ def add_parser(subparsers) -> None:
                         help="zoo baselines to train beside the front: the warm-start zoo models matching REGEX "
                              "(default: those on the search's front and the most accurate one); none: no baselines")
     parser.add_argument("--device", default=None, help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help=f"torch CPU threads (default {DEFAULT_THREADS}; an interrupted training goes on with its "
+                             "own: the count changes the weights)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")
     parser.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///runs/<RUN>/study.db)")
     parser.add_argument("--export", choices=("onnx",), default=None,
@@ -45,14 +49,24 @@ def add_parser(subparsers) -> None:
 
 
 def retrain_spec(spec, run_path: Path, data, data_config, config, quiet: bool = False) -> dict:
-    """Train `spec` in `run_path` (resuming a checkpoint, skipping a finished run); returns result.json's dict."""
+    """Train `spec` in `run_path` (resuming a checkpoint made with the same settings, skipping a finished run);
+    returns result.json's dict."""
+    from bsnas.train.config import result_changes
     from bsnas.train.rundir import RunDir, train_in_run_dir
 
     run_dir = RunDir(run_path)
     result_file = run_path / "result.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
-    checkpoint = run_dir.resume()[0] if run_dir.checkpoint.exists() else None
+    checkpoint = None
+    if run_dir.checkpoint.exists():
+        stored = run_dir.stored()
+        if changed := result_changes(stored[2], config):
+            differences = ", ".join(f"{field} {getattr(stored[2], field)}, now {getattr(config, field)}"
+                                    for field in changed)
+            raise BsnasError(f"{run_path} was started with other settings ({differences}); retrain with the same "
+                             "ones, or delete the folder to train it again.")
+        checkpoint = run_dir.resume(stored)[0]
     return train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint, quiet).to_dict()
 
 
@@ -96,7 +110,7 @@ def _run(args: argparse.Namespace, session) -> int:
         require_onnx()
     record = load_record(args.run_name, args.storage, args.runs_dir)
     settings = record.study.user_attrs.get("config", {})
-    changes = {}
+    changes = {"threads": args.threads or DEFAULT_THREADS}
     if args.epochs is not None:
         changes["epochs"] = args.epochs
     if args.device is not None:
