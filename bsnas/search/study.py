@@ -42,12 +42,14 @@ from bsnas.space.invert import params_of
 from bsnas.space.load import space_from_dict
 from bsnas.text import setting_changes
 
-__all__ = ["STARTED", "create_study", "join_study", "load_record", "load_study", "zoo_slots", "set_zoo_slots",
+__all__ = ["STARTED", "WARM_START_SHARE", "create_study", "join_study", "load_record", "load_study", "zoo_slots",
+           "warm_start", "set_zoo_slots",
            "queue_slots",
            "slot_owner",
            "count_trials", "slots_done", "recover_dead_trials", "quiet_optuna"]
 
 STARTED = "started"  # user attribute the objective sets first (the trial's own number): it got past Optuna's start
+WARM_START_SHARE = 0.5  # the warm start takes at most this share of --trials: a short search samples too
 
 
 class _AfterAStop(logging.Filter):
@@ -190,6 +192,32 @@ def zoo_slots(space: SearchSpace, budgets: tuple[Budget, ...], pattern: str | No
         if params is not None:
             found.append((flops, name, params))
     return [(name, params) for _, name, params in sorted(found, key=lambda item: item[:2])]
+
+
+def warm_start(zoo: list[tuple[str, dict]], trials: int | None) -> list[tuple[str, dict]]:
+    """The zoo slots (`zoo_slots`, cheapest first) that a search of `trials` trials starts with: all of them, or at
+    most `WARM_START_SHARE` of the trials (a 40-trial search under 20 MFLOPs replayed 34 zoo models and sampled 6).
+    The ones kept spread over the cost range: the cheapest, the costliest, the middle one, the quarter points, and
+    so on, so that a longer search keeps those of a shorter one; still cheapest first."""
+    if trials is None or len(zoo) <= trials * WARM_START_SHARE:
+        return zoo
+    return [zoo[index] for index in sorted(_spread(len(zoo))[:int(trials * WARM_START_SHARE)])]
+
+
+def _spread(count: int) -> list[int]:
+    """0..count-1 ordered so that every prefix spreads over the range: both ends, then midpoints of the gaps."""
+    if count <= 2:
+        return list(range(count))
+    order, gaps = [0, count - 1], [(0, count - 1)]
+    while gaps:
+        wider = []
+        for low, high in gaps:
+            if high - low > 1:
+                middle = (low + high) // 2
+                order.append(middle)
+                wider += [(low, middle), (middle, high)]
+        gaps = wider
+    return order
 
 
 def set_zoo_slots(study: optuna.Study, zoo: list[tuple[str, dict]]) -> None:

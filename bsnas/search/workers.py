@@ -39,6 +39,7 @@ from bsnas.search.study import (
     quiet_optuna,
     recover_dead_trials,
     set_zoo_slots,
+    warm_start,
     zoo_slots,
 )
 from bsnas.space.decode import SearchSpace
@@ -113,9 +114,7 @@ def prepare_search(config: SearchConfig, space: SearchSpace) -> tuple[SearchSpac
     space = space.for_data(data.in_channels, data.image_size, data.num_classes)
     check_space_fits(space, config.budgets)
     study = create_study(config, space)
-    zoo = zoo_slots(space, config.budgets, config.zoo_pattern) if config.warm_start else []
-    if config.trials is not None:
-        zoo = zoo[:config.trials]
+    zoo = warm_start(zoo_slots(space, config.budgets, config.zoo_pattern), config.trials) if config.warm_start else []
     set_zoo_slots(study, zoo)
     queue_slots(study, len(zoo) if config.trials is None else config.trials)  # without --trials: the warm start
     return space, study, [name for name, _ in zoo]
