@@ -40,6 +40,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=None, help="processes (default one per core)")
     parser.add_argument("--name", default="calibrate", help="run name (default calibrate)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")
+    parser.add_argument("--wide", action="store_true", help="every column of the table on a narrow terminal")
     parser.set_defaults(run=run)
 
 
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     rows = calibrate.collect(setup)
     table = calibrate.correlations(rows, args.rungs)
     _write(folder, rows, table, args.rungs)
-    _print(table, rows, args.rungs)
+    _print(table, rows, args.wide)
     if failed or len(rows) < len(specs):
         print(f"bsnas: error: {len(rows)} of {len(specs)} candidates have a reference result"
               + (f"; {failed} worker(s) failed" if failed else "") + "; run the same command again to go on",
@@ -124,17 +125,16 @@ def _write(folder, rows: list[dict], table: list[dict], rungs: int) -> None:
     plt.close(figure)
 
 
-def _print(table: list[dict], rows: list[dict], rungs: int) -> None:
-    from rich.table import Table
+def _print(table: list[dict], rows: list[dict], wide: bool) -> None:
+    from bsnas.report.tables import Column, print_table, table_console
 
-    from bsnas.report.tables import table_console
-
-    result = Table(title=f"ranking against the reference, {plural(len(rows), 'candidate')}", title_justify="left")
-    for column in ("predictor", "Kendall tau", "Spearman rho", "rho, cheapest third", "rho, middle third",
-                   "rho, costliest third"):
-        result.add_column(column, justify="left" if column == "predictor" else "right")
+    columns = [Column("predictor", justify="left", fold=True), Column("Kendall tau", drop=4), Column("Spearman rho"),
+               Column("rho, cheapest third", drop=2), Column("rho, middle third", drop=1),
+               Column("rho, costliest third", drop=3)]
+    cells = []
     for entry in table:
-        cells = [entry["kendall"], entry["spearman"], entry.get("spearman_third1", math.nan),
-                 entry.get("spearman_third2", math.nan), entry.get("spearman_third3", math.nan)]
-        result.add_row(entry["predictor"], *("-" if math.isnan(v) else f"{v:+.2f}" for v in cells))
-    table_console().print(result)
+        values = [entry["kendall"], entry["spearman"], entry.get("spearman_third1", math.nan),
+                  entry.get("spearman_third2", math.nan), entry.get("spearman_third3", math.nan)]
+        cells.append([entry["predictor"], *("-" if math.isnan(v) else f"{v:+.2f}" for v in values)])
+    print_table(table_console(), f"ranking against the reference, {plural(len(rows), 'candidate')}", columns, cells,
+                wide=wide)

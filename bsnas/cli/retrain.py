@@ -17,7 +17,7 @@ from pathlib import Path
 from bsnas.arch.cost import cost
 from bsnas.deploy.onnx import export_run, require_onnx
 from bsnas.errors import BsnasError
-from bsnas.report.tables import table_console
+from bsnas.report.tables import Column, print_table, table_console
 from bsnas.search.budget import format_cost
 from bsnas.search.study import load_record
 from bsnas.text import plural
@@ -45,6 +45,7 @@ def add_parser(subparsers) -> None:
                         help="onnx: also write each retrained model as model.onnx in its run folder, verified with "
                              "onnxruntime (needs bsnas[onnx])")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
+    parser.add_argument("--wide", action="store_true", help="every column of the table on a narrow terminal")
     parser.set_defaults(run=run)
 
 
@@ -153,17 +154,13 @@ def _run(args: argparse.Namespace, session) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.table import Table
-
-    table = Table(title=f"{args.run_name}: retrained with preset {args.preset} ({config.epochs} epochs)",
-                  title_justify="left")
-    for column in ("source", "architecture", "test acc", "params", "FLOPs", "latency (1 thread, batch 1)"):
-        table.add_column(column, justify="left" if column in ("source", "architecture") else "right")
-    for row in rows:
-        test = "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.2%}"
-        table.add_row(row["source"] + ("" if row["trial"] is None else f" #{row['trial']}"), row["name"], test,
-                      format_cost("params", row["params"]), format_cost("flops", row["flops"]),
-                      format_cost("latency", row["latency_ms_cpu1"]))
-    table_console().print(table)
+    columns = [Column("source", justify="left"), Column("architecture", justify="left", fold=True),
+               Column("test acc"), Column("params", drop=1), Column("FLOPs"), Column("latency", drop=2)]
+    cells = [[row["source"] + ("" if row["trial"] is None else f" #{row['trial']}"), row["name"],
+              "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.2%}",
+              format_cost("params", row["params"]), format_cost("flops", row["flops"]),
+              format_cost("latency", row["latency_ms_cpu1"])] for row in rows]
+    print_table(table_console(), f"{args.run_name}: retrained with preset {args.preset} ({config.epochs} epochs); "
+                "latency of one image on one CPU thread", columns, cells, wide=args.wide)
     print(f"wrote {table_path}", file=sys.stderr)
     return 0

@@ -107,6 +107,7 @@ def add_parser(subparsers) -> None:
                         help=f"workers beat every SECONDS; a trial whose worker missed four beats is failed and run "
                              f"again (default {HEARTBEAT_S})")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--wide", action="store_true", help="the front table with every column on a narrow terminal")
     parser.set_defaults(run=run)
 
 
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     record = load_record(name, config.storage_url)
     with SearchProgress(record, trials, timeout, args.quiet) as progress:
         result = run_workers(config, space, on_update=progress)
-    print_report(record, config.run_dir)
+    print_report(record, config.run_dir, wide=args.wide)
     if not result.ok:
         print(f"bsnas: error: the search {name} stopped after {time.perf_counter() - started:.0f} s: {result.reason}; "
               "run the same command again to go on", file=sys.stderr)
