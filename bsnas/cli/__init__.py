@@ -25,11 +25,21 @@ COMMANDS = ("zoo", "profile", "train", "space", "search", "worker", "report", "e
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one line (`bsnas: error: ...`) and exit status 2 like every user error,
-    not a usage block."""
+    """argparse, but a bad command line is one line (`bsnas: error: search: ...`) and exit status 2 like every user
+    error, not a usage block; it names the sub-command whose help to read, also for arguments it does not know."""
+
+    commands: dict[str, argparse.ArgumentParser] = {}
 
     def error(self, message: str):
-        raise BsnasError(f"{self.prog}: {message} (see {self.prog} --help)")
+        command = self.prog.removeprefix("bsnas").strip()
+        raise BsnasError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.commands.get(getattr(parsed, "command", None), self).error(
+                f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"bsnas.cli.{name}")
         module.add_parser(subparsers)
+    parser.commands = subparsers.choices
     return parser
 
 

@@ -10,6 +10,7 @@ import sys
 
 from bsnas.search.config import DEFAULT_ETA, DEFAULT_RUNGS
 from bsnas.text import plural
+from bsnas.train.data import DOWNLOAD_HELP
 
 __all__ = ["add_parser", "run"]
 
@@ -36,6 +37,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--proxy-val", type=int, default=None, help="rung 0's validation images (default preset)")
     parser.add_argument("--dataset", default="fashion-mnist", help="dataset (default fashion-mnist)")
     parser.add_argument("--data-root", default=None, help="folder with the dataset files")
+    parser.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     parser.add_argument("--seed", type=int, default=0, help="candidate sampling and training seed (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default one per core)")
     parser.add_argument("--name", default="calibrate", help="run name (default calibrate)")
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from bsnas.search.evaluator import ProxyEvaluator
     from bsnas.search.workers import check_space_fits, default_workers
     from bsnas.space.load import resolve_space
+    from bsnas.train.data import fetch_data
     from bsnas.train.rundir import run_path
 
     budgets = tuple(check_budgets([parse_budget(text) for text in args.budget or ["100MFLOPs"]]))
@@ -64,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
                           augment=args.augment)
     if not 1 <= args.reference_epochs <= 1000:
         raise BsnasError(f"--reference-epochs must be from 1 to 1000, got {args.reference_epochs}.")
+    if args.download:
+        fetch_data(args.dataset, args.data_root)
     proxy = ProxyEvaluator.for_search(config)
     data = proxy.data()
     space = resolve_space(args.space).for_data(data.in_channels, data.image_size, data.num_classes)

@@ -22,6 +22,7 @@ from bsnas.search.budget import format_cost
 from bsnas.search.study import load_record
 from bsnas.text import plural
 from bsnas.train.config import DEFAULT_THREADS
+from bsnas.train.data import DOWNLOAD_HELP
 from bsnas.train.rundir import run_path
 
 __all__ = ["add_parser", "run", "retrain_spec"]
@@ -36,6 +37,8 @@ def add_parser(subparsers) -> None:
                         help="zoo baselines to train beside the front: the warm-start zoo models matching REGEX "
                              "(default: those on the search's front and the most accurate one); none: no baselines")
     parser.add_argument("--device", default=None, help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--data-root", default=None, help="this machine's dataset folder (default: the search's)")
+    parser.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     parser.add_argument("--threads", type=int, default=None,
                         help=f"torch CPU threads (default {DEFAULT_THREADS}; an interrupted training goes on with its "
                              "own: the count changes the weights)")
@@ -117,7 +120,8 @@ def _run(args: argparse.Namespace, session) -> int:
     if args.device is not None:
         changes["device"] = args.device
     config = preset(args.preset, **changes)
-    data_config = DataConfig(dataset=settings.get("dataset", "fashion-mnist"), data_root=settings.get("data_root"))
+    data_config = DataConfig(dataset=settings.get("dataset", "fashion-mnist"),
+                             data_root=args.data_root or settings.get("data_root"), download=args.download)
     data = load_data(data_config)
     front = record.front()
     if not front:

@@ -26,7 +26,7 @@ from bsnas.space.decode import SearchSpace
 from bsnas.space.load import SHIPPED_SPACES, resolve_space
 from bsnas.text import plural
 from bsnas.train.config import PRESETS
-from bsnas.train.data import DATASETS
+from bsnas.train.data import DATASETS, DOWNLOAD_HELP, fetch_data
 
 PROXY = PRESETS["proxy"]
 
@@ -60,6 +60,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dataset", default="fashion-mnist",
                         help=f"one of {', '.join(DATASETS)} (default fashion-mnist)")
     parser.add_argument("--data-root", default=None, help="folder with the dataset files")
+    parser.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     limit = parser.add_argument_group("how long")
     limit.add_argument("--trials", type=int, default=None,
                        help="complete trials of the study; a re-run resumes up to this count "
@@ -133,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
                           heartbeat_s=args.heartbeat, rungs=args.rungs, eta=args.eta,
                           augment=args.augment)
     started = time.perf_counter()
+    if args.download:
+        fetch_data(args.dataset, args.data_root)
     space, study, enqueued = prepare_search(config, resolve_space(args.space))  # every check before any file
     _save_run_files(config, space)
     budget_text = ", ".join(str(b) for b in budgets)
