@@ -200,7 +200,7 @@ def test_a_study_made_before_rungs_could_augment_is_read_as_unaugmented(tmp_path
     for key in ("settings", "config"):  # what a study made before --augment existed holds
         study.set_user_attr(key, {k: v for k, v in study.user_attrs[key].items() if k != "augment"})
     assert config_from_dict(study.user_attrs["config"]).rung_augment is False  # e.g. `bsnas train RUN:trial:N`
-    with pytest.raises(BsnasError, match=r"other settings \(--augment False, now True\)"):
+    with pytest.raises(BsnasError, match=r"other settings \(--augment off, now on\)"):
         create_study(config, space)
     assert create_study(_config(tmp_path, augment=False), space).study_name == "mf"
 

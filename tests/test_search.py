@@ -141,7 +141,7 @@ def test_resume_continues_up_to_the_trial_count(tmp_path, space):
     assert len(trainer.specs) - first <= 2
     again = run_search(_config(tmp_path, budget="3MFLOPs", trials=5), space, evaluate=trainer)
     assert count_trials(again.study)["complete"] == 5
-    with pytest.raises(BsnasError, match=r"other settings \(--budget \[\['flops', 3000000.0\]\], now"):
+    with pytest.raises(BsnasError, match=r"other settings \(--budget 3 MFLOPs, now 4 MFLOPs\); resume"):
         run_search(_config(tmp_path, budget="4MFLOPs", trials=6), space, evaluate=trainer)
 
 

@@ -31,7 +31,14 @@ from bsnas.arch.zoo import get_spec, list_models, zoo_family
 from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget
 from bsnas.search.candidate import over_budget
-from bsnas.search.config import COST_UNITS, SETTINGS_BEFORE, SearchConfig, config_from_dict
+from bsnas.search.config import (
+    COST_UNITS,
+    SETTINGS_BEFORE,
+    SearchConfig,
+    config_from_dict,
+    setting_flag,
+    show_setting,
+)
 from bsnas.search.evaluator import TRAINING_FAILURES
 from bsnas.search.evolution import EvolutionSampler, best_per_bin
 from bsnas.search.front import SearchRecord, trial_number
@@ -116,8 +123,7 @@ def create_study(config: SearchConfig, space: SearchSpace, worker: int = 0, stor
     held = study.user_attrs  # one read of the storage, after this search or another wrote them
     saved = {**SETTINGS_BEFORE, **held["settings"]}
     if saved != config.study_settings():
-        changed = setting_changes(saved, config.study_settings(), label=lambda key: "--" + (
-            key.replace("_", "-").rstrip("s") if key == "budgets" else key.replace("_", "-")))
+        changed = setting_changes(saved, config.study_settings(), label=setting_flag, show=show_setting)
         raise BsnasError(f"study {config.name!r} in {redact_url(config.storage_url)} was made with other settings "
                          f"({changed}); resume it with the same ones or give a new --name.")
     if held.get("space") != space.raw:
