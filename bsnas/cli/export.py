@@ -105,9 +105,8 @@ def _resolve(args: argparse.Namespace) -> tuple[ArchSpec, bool, Path | None, str
     except BsnasError as error:
         if not _is_run_name(source):
             raise
-        reason = str(error).splitlines()[0].removesuffix("; valid names follow this grammar:")
-        raise BsnasError(f"{source!r} is neither a run in {args.runs_dir}/ nor a zoo name ({reason}; `bsnas zoo list` "
-                         "shows the names)") from None
+        raise BsnasError(f"{source!r} is neither a run in {args.runs_dir}/ nor a zoo name ({str(error).rstrip('.')})."
+                         ) from None
     return spec, False, None, f"{spec.name} at {'x'.join(map(str, spec.input_size))}"
 
 
