@@ -228,3 +228,17 @@ def test_train_reproduces_a_trial_exactly(searched, capsys):
     assert "drop --epochs" in capsys.readouterr().err
     assert main(["train", f"e2e:trial:{row['number']}", "--runs-dir", str(runs), "--rung", "3"]) == 2
     assert "was trained at rung(s) 0 only" in capsys.readouterr().err
+
+
+def test_a_report_of_no_search_suggests_a_command_that_runs(searched, capsys):
+    """Issue 25: `report nosuchrun` suggested `bsnas search --name nosuchrun`, which lacks the required --budget."""
+    import shlex
+
+    from bsnas.cli import build_parser
+
+    runs, _ = searched
+    assert main(["report", "nosuchrun", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "(searches there: e2e)" in err
+    suggested = err.split("`")[1]
+    assert build_parser().parse_args(shlex.split(suggested)[1:]).name == "nosuchrun"

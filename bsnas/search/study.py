@@ -22,6 +22,7 @@ import re
 import time
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -169,7 +170,8 @@ def load_record(name: str, storage: str | None = None, runs_dir: str = "runs", r
     quiet_optuna()
     path = run_path(runs_dir, name) / "study.db"
     if storage is None and not path.exists():
-        raise BsnasError(f"{path} does not exist; run `bsnas search --name {name}` first or pass --storage.")
+        raise BsnasError(f"no search {name!r} in {runs_dir}/ ({_searches_in(runs_dir)}): start one, e.g. `bsnas "
+                         f"search --budget 20MFLOPs --name {name}`, or pass --storage for one stored elsewhere.")
     url = storage or f"sqlite:///{path}"
     opened = open_storage(url)
     try:
@@ -178,6 +180,15 @@ def load_record(name: str, storage: str | None = None, runs_dir: str = "runs", r
         raise BsnasError(f"no study named {name!r} in {redact_url(url)}.") from None
     count = study.user_attrs.get("config", {}).get("rungs", 1) if rungs else 0
     return SearchRecord(study, [open_rung_study(opened, name, rung) for rung in range(count)])
+
+
+def _searches_in(runs_dir: str, shown: int = 5) -> str:
+    """`searches there: a, b` (the names of the folders holding a study.db), or `it holds no search`."""
+    names = sorted(path.parent.name for path in Path(runs_dir).glob("*/study.db"))
+    if not names:
+        return "it holds no search"
+    return "searches there: " + ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown
+                                                            else "")
 
 
 def zoo_slots(space: SearchSpace, budgets: tuple[Budget, ...], pattern: str | None = None) -> list[tuple[str, dict]]:
