@@ -10,6 +10,10 @@ Optuna study, workers, the Pareto front) -> `report` (trials.csv, pareto.png, ta
 
 from __future__ import annotations
 
+from bsnas.environment import check_environment
+
+check_environment()  # before anything imports torch
+
 from bsnas.arch.cost import Cost, cost
 from bsnas.arch.files import load_spec, save_spec
 from bsnas.arch.plan import plan

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -119,3 +120,16 @@ def test_every_command_that_names_download_in_a_missing_dataset_has_it(command, 
                                "--runs-dir", str(tmp_path / "runs"))
         assert code == 2 and "or pass --download." in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / "runs").exists()
+
+
+def test_python_m_bsnas_without_torch_says_how_to_run_it_in_one_line():
+    """Issue 25: `python3 -m bsnas` outside the venv was a torch traceback. `-S` leaves out site-packages: no torch."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-S", "-m", "bsnas", "zoo", "list"], cwd=root, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(f"bsnas: error: this Python ({sys.executable}) has no torch, ")
+    assert ".venv/bin/bsnas" in proc.stderr
+    imported = subprocess.run([sys.executable, "-S", "-c", "import bsnas"], cwd=root, capture_output=True, text=True,
+                              timeout=60)
+    assert imported.returncode == 1 and imported.stderr.strip().splitlines()[-1].startswith("ImportError: this Python")

@@ -1,0 +1,31 @@
+"""Whether this Python has bsnas's core dependencies: `python3 -m bsnas` outside the environment bsnas was
+installed into is one line saying how to run it, not a torch traceback."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+__all__ = ["CORE_MODULES", "check_environment", "missing_modules"]
+
+CORE_MODULES = ("torch", "torchvision", "optuna", "ptflops", "yaml", "rich", "matplotlib")  # pyproject's dependencies
+
+
+def missing_modules() -> list[str]:
+    """The core modules this Python cannot import (found without importing them)."""
+    return [name for name in CORE_MODULES if importlib.util.find_spec(name) is None]
+
+
+def check_environment() -> None:
+    """Stop `python -m bsnas` with one line when a core module is missing (exit status 1); a program that imports
+    bsnas gets an ImportError with the same sentence."""
+    missing = missing_modules()
+    if not missing:
+        return
+    message = (f"this Python ({sys.executable}) has no {', '.join(missing)}: run bsnas from the environment it was "
+               "installed into (.venv/bin/bsnas, or `source .venv/bin/activate` first), or install it here with "
+               "pip install -e .")
+    if sys.argv[:1] == ["-m"]:  # `python -m bsnas`, importing the package before its __main__
+        print(f"bsnas: error: {message}", file=sys.stderr)
+        raise SystemExit(1)
+    raise ImportError(message)
