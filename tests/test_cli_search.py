@@ -242,3 +242,16 @@ def test_a_report_of_no_search_suggests_a_command_that_runs(searched, capsys):
     assert len(err.strip().splitlines()) == 1 and "(searches there: e2e)" in err
     suggested = err.split("`")[1]
     assert build_parser().parse_args(shlex.split(suggested)[1:]).name == "nosuchrun"
+
+
+def test_an_untrained_onnx_export_of_a_search_does_not_quote_its_accuracy(searched, tmp_path, capsys):
+    """Issue 25: the line of an untrained export quoted the search's accuracy as if the file had it."""
+    pytest.importorskip("onnxruntime")
+    runs, _ = searched
+    assert main(["export", "e2e", "--runs-dir", str(runs), "--format", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
+    note, line = capsys.readouterr().err.strip().splitlines()
+    assert note.startswith("bsnas: note: ") and "(not the weights behind its val accuracy" in note
+    assert line.startswith(f"{tmp_path / 'm.onnx'}: trial ") and ", untrained (seed 0); input dynamic batch" in line
+    assert "accuracy" not in line and "onnxruntime matches PyTorch" in line
+    assert main(["export", "e2e", "--runs-dir", str(runs), "-o", str(tmp_path / "m.yaml")]) == 0
+    assert "val accuracy" in capsys.readouterr().err  # the architecture's score, for the YAML of the architecture
