@@ -159,7 +159,8 @@ def test_the_cli_runs_a_two_rung_search_and_exports_from_the_top_rung(tmp_path, 
     capsys.readouterr()
     assert main(["export", "cli", "--runs-dir", str(tmp_path), "--pick", f"trial:{promoted['number']}", "-o",
                  output]) == 0
-    assert f"val accuracy {float(promoted['val_accuracy_rung1']):.2%} at rung 1," in capsys.readouterr().err
+    score = f"val accuracy {float(promoted['val_accuracy_rung1']):.2%} at rung 1 in the search"
+    assert score in capsys.readouterr().err
 
 
 def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
