@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -93,3 +94,42 @@ def test_a_storage_fault_is_one_line_and_status_1(capsys, monkeypatch):
     code, out, err = run_cli(capsys, "zoo", "list")
     assert code == 1 and out == ""
     assert err == "bsnas: error: the storage sqlite:///x went away; run the same command again to go on.\n"
+
+
+@pytest.mark.parametrize("argv,line", [
+    (["search", "--budget", "20MFLOPs", "--nosuch"],
+     "search: unrecognized arguments: --nosuch (see bsnas search --help)"),
+    (["search"], "search: the following arguments are required: --budget (see bsnas search --help)"),
+    (["nosuch"], "argument COMMAND: invalid choice: 'nosuch'"),
+])
+def test_a_bad_command_line_names_its_command_once(capsys, argv, line):
+    """Issue 25: `bsnas: error: bsnas: unrecognized arguments: --download (see bsnas --help)`."""
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err.startswith(f"bsnas: error: {line}") and err.count("bsnas") == 2  # the prefix, the help
+
+
+@pytest.mark.parametrize("command", [["search", "--budget", "20MFLOPs"], ["calibrate"], ["retrain", "r"],
+                                     ["worker", "r", "--storage", "sqlite:///x.db"]])
+def test_every_command_that_names_download_in_a_missing_dataset_has_it(command, tmp_path, capsys):
+    """Issue 25: `bsnas search --dataset cifar10` without the data advised --download, which search did not have."""
+    from bsnas.cli import build_parser
+
+    assert build_parser().parse_args([*command, "--download"]).download
+    if command[0] == "search":
+        code, _, err = run_cli(capsys, *command, "--dataset", "cifar10", "--data-root", str(tmp_path / "none"),
+                               "--runs-dir", str(tmp_path / "runs"))
+        assert code == 2 and "or pass --download." in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "runs").exists()
+
+
+def test_python_m_bsnas_without_torch_says_how_to_run_it_in_one_line():
+    """Issue 25: `python3 -m bsnas` outside the venv was a torch traceback. `-S` leaves out site-packages: no torch."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-S", "-m", "bsnas", "zoo", "list"], cwd=root, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith(f"bsnas: error: this Python ({sys.executable}) has no torch, ")
+    assert ".venv/bin/bsnas" in proc.stderr
+    imported = subprocess.run([sys.executable, "-S", "-c", "import bsnas; bsnas.build_model"], cwd=root,
+                              capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 1 and "No module named 'torch'" in imported.stderr  # the package loads lazily

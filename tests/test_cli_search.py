@@ -110,6 +110,21 @@ def test_retrain_front_one_epoch(searched, capsys):
     assert all(row["name"] in table for row in rows)  # whole names, also when printing to a pipe
 
 
+def test_an_interrupted_retraining_goes_on_only_with_its_own_settings(searched, capsys):
+    runs, _ = searched
+    argv = ["retrain", "e2e", "--runs-dir", str(runs), "--epochs", "1", "--device", "cpu", "--zoo", "none", "--json"]
+    assert main(argv) == 0
+    interrupted = sorted((runs / "e2e" / "retrain").glob("*/result.json"))[0]
+    interrupted.unlink()  # as if stopped after its last checkpoint
+    before = interrupted.with_name("metrics.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--threads", "2"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the line naming the training
+    assert error.startswith("bsnas: error: ") and "was started with other settings (threads 1, now 2)" in error
+    assert interrupted.with_name("metrics.jsonl").read_bytes() == before and not interrupted.exists()
+    assert main(argv) == 0 and interrupted.exists()
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (["search", "--budget", "100MFLOP5"], "--budget '100MFLOP5'"),
     (["search", "--budget", "100MFLOPs", "--budget", "200MFLOPs"], "twice"),
@@ -290,3 +305,28 @@ def test_the_cli_and_the_library_run_the_same_search(flags, tmp_path):
         default = config_from_args(args)
         assert (default.rungs, default.trials, default.sampler_name, default.space_file) == (5, 50, "evolution",
                                                                                              "mobilenet")
+def test_a_report_of_no_search_suggests_a_command_that_runs(searched, capsys):
+    """Issue 25: `report nosuchrun` suggested `bsnas search --name nosuchrun`, which lacks the required --budget."""
+    import shlex
+
+    from bsnas.cli import build_parser
+
+    runs, _ = searched
+    assert main(["report", "nosuchrun", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "(searches there: e2e)" in err
+    suggested = err.split("`")[1]
+    assert build_parser().parse_args(shlex.split(suggested)[1:]).name == "nosuchrun"
+
+
+def test_an_untrained_onnx_export_of_a_search_does_not_quote_its_accuracy(searched, tmp_path, capsys):
+    """Issue 25: the line of an untrained export quoted the search's accuracy as if the file had it."""
+    pytest.importorskip("onnxruntime")
+    runs, _ = searched
+    assert main(["export", "e2e", "--runs-dir", str(runs), "--format", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
+    note, line = capsys.readouterr().err.strip().splitlines()
+    assert note.startswith("bsnas: note: ") and "(not the weights behind its val accuracy" in note
+    assert line.startswith(f"{tmp_path / 'm.onnx'}: trial ") and ", untrained (seed 0); input dynamic batch" in line
+    assert "accuracy" not in line and "onnxruntime matches PyTorch" in line
+    assert main(["export", "e2e", "--runs-dir", str(runs), "-o", str(tmp_path / "m.yaml")]) == 0
+    assert "val accuracy" in capsys.readouterr().err  # the architecture's score, for the YAML of the architecture

@@ -57,7 +57,7 @@ def test_train_writes_a_complete_run_directory(spec_file, tmp_path, capsys):
     assert load_checkpoint(run)["epoch"] == 2 and not load_model(run).training
 
 
-def test_resume_continues_to_the_same_weights(spec_file, tmp_path, monkeypatch):
+def test_resume_continues_to_the_same_weights(spec_file, tmp_path, monkeypatch, capsys):
     runs = str(tmp_path / "runs")
     assert main(["train", spec_file, *FLAGS, "--runs-dir", runs, "--name", "straight"]) == 0
 
@@ -71,7 +71,12 @@ def test_resume_continues_to_the_same_weights(spec_file, tmp_path, monkeypatch):
     assert main(["train", spec_file, *FLAGS, "--runs-dir", runs, "--name", "stopped"]) == 130
     assert load_checkpoint(tmp_path / "runs" / "stopped")["epoch"] == 1
     monkeypatch.setattr(RunDir, "save_epoch", save_epoch)
-    assert main(["train", spec_file, "--runs-dir", runs, "--name", "stopped", "--resume"]) == 0
+    capsys.readouterr()
+    # the line that started it, plus --resume: its flags are the run's own values, so they change nothing
+    assert main(["train", spec_file, *FLAGS, "--runs-dir", runs, "--name", "stopped", "--resume"]) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"bsnas: resuming {tmp_path / 'runs' / 'stopped'} after epoch 1 of 2: tiny on synthetic")
+    assert "seed 0, 1 torch thread" in first
 
     straight = load_checkpoint(tmp_path / "runs" / "straight")["model"]
     resumed = load_checkpoint(tmp_path / "runs" / "stopped")["model"]
@@ -86,10 +91,48 @@ def test_existing_runs_and_bad_resumes_are_user_errors(spec_file, tmp_path, caps
     capsys.readouterr()
     assert main(["train", spec_file, *FLAGS, "--runs-dir", runs, "--name", "r"]) == 2
     assert "already holds a run; pass --resume" in capsys.readouterr().err
-    assert main(["train", spec_file, "--runs-dir", runs, "--name", "r", "--resume", "--epochs", "3"]) == 2
-    assert "drop --epochs" in capsys.readouterr().err
     assert main(["train", spec_file, "--runs-dir", runs, "--name", "other", "--resume"]) == 2
     assert "start the run without --resume" in capsys.readouterr().err
+
+
+def test_resume_refuses_every_flag_that_would_change_the_result_in_one_line(spec_file, tmp_path, capsys):
+    runs = str(tmp_path / "runs")
+    assert main(["train", spec_file, *FLAGS, "--epochs", "1", "--runs-dir", runs, "--name", "r"]) == 0
+    run = tmp_path / "runs" / "r"
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    capsys.readouterr()
+    argv = ["train", spec_file, "--runs-dir", runs, "--name", "r", "--resume", "--epochs", "3", "--threads", "2",
+            "--lr", "0.5", "--seed", "0", "--val-fraction", "0.2", "--preset", "paper"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    for named in ("--epochs 3 (the run has 1)", "--threads 2 (the run has 1: another count changes",
+                  "--lr 0.5 (the run has 0.1)", "--val-fraction 0.2 (the run has 0.1)", "--preset paper (the run has "
+                  "other"):
+        assert named in err, named
+    assert "--seed" not in err  # the run's own value
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_a_run_that_recorded_no_thread_count_resumes_with_the_one_asked_for(spec_file, tmp_path, capsys):
+    """Runs made before the thread count was recorded (torch's default then) may go on with --threads 1."""
+    runs = str(tmp_path / "runs")
+    assert main(["train", spec_file, *FLAGS, "--runs-dir", runs, "--name", "r"]) == 0
+    checkpoint = load_checkpoint(tmp_path / "runs" / "r")
+    checkpoint["train_config"]["threads"] = None
+    checkpoint["epoch"], checkpoint["history"] = 1, checkpoint["history"][:1]
+    torch.save(checkpoint, tmp_path / "runs" / "r" / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(["train", spec_file, "--runs-dir", runs, "--name", "r", "--resume", "--threads", "1"]) == 0
+    assert "after epoch 1 of 2" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "runs" / "r")["train_config"]["threads"] == 1
+
+
+def test_a_new_run_records_one_thread_unless_asked(spec_file, tmp_path):
+    at = FLAGS.index("--threads")
+    flags = FLAGS[:at] + FLAGS[at + 2:]
+    assert main(["train", spec_file, *flags, "--epochs", "1", "--runs-dir", str(tmp_path), "--name", "r"]) == 0
+    assert load_checkpoint(tmp_path / "r")["train_config"]["threads"] == 1
 
 
 def test_a_missing_dataset_is_one_line_naming_the_flags(spec_file, tmp_path, capsys):

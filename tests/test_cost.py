@@ -47,6 +47,21 @@ def test_malformed_budget_is_one_clear_error(text):
     assert repr(text) in message and "\n" not in message
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("100mflops", "--budget '100mflops': prefixes are case-sensitive and FLOPs take k, M or G (m is not one); write "
+                  "100MFLOPs."),
+    ("1.5mparams", "--budget '1.5mparams': prefixes are case-sensitive and params take k, M or G (m is not one); write "
+                   "1.5Mparams."),
+    ("100M", "--budget '100M' has no unit: write 100MFLOPs, 100Mparams or a latency such as 4ms."),
+    ("20", "--budget '20' has no unit: write 20FLOPs, 20params or a latency such as 4ms."),
+])
+def test_a_budget_in_the_wrong_case_or_without_a_unit_says_so(text, message):
+    """Issue 25: `100mflops` and `100M` got the generic message."""
+    with pytest.raises(BsnasError) as error:
+        parse_budget(text)
+    assert str(error.value) == message
+
+
 def test_one_budget_per_kind():
     assert check_budgets([parse_budget("1MFLOPs"), parse_budget("2ms")])
     with pytest.raises(BsnasError, match="twice"):

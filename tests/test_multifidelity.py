@@ -160,7 +160,8 @@ def test_the_cli_runs_a_two_rung_search_and_exports_from_the_top_rung(tmp_path, 
     capsys.readouterr()
     assert main(["export", "cli", "--runs-dir", str(tmp_path), "--pick", f"trial:{promoted['number']}", "-o",
                  output]) == 0
-    assert f"val accuracy {float(promoted['val_accuracy_rung1']):.2%} at rung 1," in capsys.readouterr().err
+    score = f"val accuracy {float(promoted['val_accuracy_rung1']):.2%} at rung 1 in the search"
+    assert score in capsys.readouterr().err
 
 
 def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
@@ -202,7 +203,7 @@ def test_a_study_made_before_rungs_could_augment_is_read_as_unaugmented(tmp_path
     for key in ("settings", "config"):  # what a study made before --augment existed holds
         study.set_user_attr(key, {k: v for k, v in study.user_attrs[key].items() if k != "augment"})
     assert config_from_dict(study.user_attrs["config"]).rung_augment is False  # e.g. `bsnas train RUN:trial:N`
-    with pytest.raises(BsnasError, match=r"other settings \(--augment False, now True\)"):
+    with pytest.raises(BsnasError, match=r"other settings \(--augment off, now on\)"):
         create_study(config, space)
     assert create_study(_config(tmp_path, augment=False), space).study_name == "mf"
 
@@ -255,3 +256,43 @@ def test_pareto_png_labels_of_front_points_close_in_cost_do_not_overlap(tmp_path
     boxes = [text.get_window_extent(renderer) for text in drawn[0].axes[0].texts]
     assert len(boxes) == 4
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_pareto_png_explains_every_mark_itself(tmp_path, monkeypatch):
+    """Issue 25: promotion lines not in the legend, rung markers alike in grey, the legend over points, ticks
+    `2x10^0`, accuracy a fraction."""
+    import matplotlib.figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from bsnas.report.plots import plot_front
+    from bsnas.search.front import SearchRecord
+
+    rungs = _rung_studies(tmp_path, 3)
+    for rung, tickets in enumerate(RUNG0[:6 - 2 * rung] for rung in range(3)):
+        for ticket in tickets:
+            ticket = _ticket(ticket.number, ticket.values[0] + 0.05 * rung, ticket.values[1])
+            if ticket.number == 0:
+                ticket.set_user_attr("zoo", "zoo_a")
+            rungs[rung].add_trial(ticket)
+    rungs[0].set_user_attr("settings", {"budgets": [["flops", 10e6]]})
+    rungs[0].add_trial(create_trial(state=TrialState.COMPLETE, values=[0.0, 12.0], user_attrs={"status": "infeasible"}))
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda figure, path: drawn.append(figure))
+    plot_front(SearchRecord(rungs[0], rungs), tmp_path / "pareto.png")
+    figure = drawn[0]
+    axes = figure.axes[0]
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    legend = axes.get_legend()
+    labels = [text.get_text() for text in legend.get_texts()]
+    artists = [*axes.lines, *axes.collections]
+    assert len(artists) == len(labels) == 9  # promotions, 3 rungs, zoo, over budget, front, knee, budget
+    assert all(artist.get_label() in labels for artist in artists)
+    renderer = canvas.get_renderer()
+    assert not legend.get_window_extent(renderer).overlaps(axes.get_window_extent(renderer))  # beside the points
+    ticks = [label.get_text() for label in axes.get_xticklabels() if label.get_text()]
+    assert ticks and all(tick.replace(".", "").isdigit() for tick in ticks)  # 1, 2, 5, 10: plain, in MFLOPs
+    assert all(label.get_text().endswith("%") for label in axes.get_yticklabels() if label.get_text())
+    shapes = [tuple(map(tuple, c.get_paths()[0].vertices.round(3))) for c in axes.collections[1:4]]
+    assert [c.get_label() for c in axes.collections[1:4]] == ["rung 0", "rung 1", "rung 2"]
+    assert len(set(shapes)) == 3  # apart in grey-scale print too

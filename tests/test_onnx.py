@@ -69,7 +69,7 @@ def test_a_file_that_disagrees_with_pytorch_fails_and_is_not_written(tmp_path, m
     check = check_onnx(onnx_bytes(other, (3, 32, 32)), model, (3, 32, 32))
     assert check.checker and not check.ok and check.max_abs_diff > check.allowed
     monkeypatch.setattr("bsnas.deploy.onnx.onnx_bytes", lambda *args: onnx_bytes(other, (3, 32, 32)))
-    with pytest.raises(BsnasError, match="not written: .*max abs diff"):
+    with pytest.raises(BsnasError, match="not written: .*onnxruntime differs from PyTorch"):
         export_onnx(model, (3, 32, 32), tmp_path / "bad.onnx")
     assert not list(tmp_path.iterdir())
 
@@ -77,8 +77,13 @@ def test_a_file_that_disagrees_with_pytorch_fails_and_is_not_written(tmp_path, m
 def test_check_names_its_tolerance():
     check = OnnxCheck(True, 3e-6, 2.0, 4)
     assert check.allowed == pytest.approx(2e-4) and check.ok
-    assert "max abs diff 3.00e-06, allowed 2.00e-04 (0.0001 x the largest |logit|" in check.summary()
-    assert "on 1 random image:" in OnnxCheck(True, 0.0, 1.0, 1).summary()
+    # issue 25: `max abs diff 3.00e-06, allowed 2.00e-04 (0.0001 x the largest |logit|, 2.00e+00)` was hard to read
+    assert check.summary() == ("onnx.checker passed; onnxruntime matches PyTorch on 4 random images to 1.5e-06 of "
+                               "the largest logit (allowed 1e-04)")
+    assert OnnxCheck(True, 0.0, 1.0, 1).summary().endswith("on 1 random image to 0.0e+00 of the largest logit "
+                                                           "(allowed 1e-04)")
+    failed = OnnxCheck(True, 3e-3, 1.0, 4)
+    assert not failed.ok and "onnxruntime differs from PyTorch on 4 random images by 3.0e-03 of" in failed.summary()
 
 
 def test_missing_packages_name_the_extra(monkeypatch, capsys):

@@ -61,7 +61,7 @@ def _take_without_beating(study: optuna.Study, attrs: dict) -> optuna.trial.Froz
 
 
 def _search_config(tmp_path, **changes):
-    return _config(tmp_path, budget="2MFLOPs", trials=3, heartbeat_s=1, warm_start=True,
+    return _config(tmp_path, budget="2MFLOPs", trials=4, heartbeat_s=1, warm_start=True,
                    zoo_pattern="v3_small_w7d20(_pfd)?$", **changes)
 
 
@@ -72,7 +72,7 @@ def test_a_rung_ticket_taken_and_never_beaten_is_recovered_by_a_re_run(tmp_path,
     stuck = _take_without_beating(trainings, _ticket_attrs(ZOO[0]))
     trainer = FakeTrainer()
     result = _within(90, run_search, config, space, evaluate=trainer)
-    assert result.ok and count_trials(result.study)["slots"] == 3
+    assert result.ok and count_trials(result.study)["slots"] == 4
     assert trainings.trials[stuck.number].state == TrialState.FAIL
     hashes = [spec_hash(spec) for spec in trainer.specs]
     assert len(hashes) == len(set(hashes)) and stuck.user_attrs["spec_hash"] in hashes  # trained once, here
@@ -95,7 +95,7 @@ def test_a_rung_ticket_left_without_a_heartbeat_during_a_search_is_recovered_by_
     trainer = KillsOneWorker()
     start = time.perf_counter()
     result = _within(90, run_search, config, space, evaluate=trainer)
-    assert result.ok and count_trials(result.study)["slots"] == 3
+    assert result.ok and count_trials(result.study)["slots"] == 4
     assert time.perf_counter() - start < 60
     trainings = open_rung_study(open_storage(config.storage_url), config.name, 0)
     assert trainings.trials[injected[0].number].state == TrialState.FAIL

@@ -26,7 +26,7 @@ from bsnas.search.scheduler import JobQueue
 from bsnas.search.slots import count_trials
 from bsnas.search.storage import open_storage
 from bsnas.search.study import create_study, load_record
-from bsnas.search.warm_start import zoo_slots
+from bsnas.search.warm_start import warm_start, zoo_slots
 from bsnas.search.workers import run_search
 from bsnas.space.invert import params_of
 
@@ -118,9 +118,21 @@ def test_warm_start_enqueues_fitting_zoo_models_first(tmp_path, space):
         assert params_of(local, get_spec(name, 10, 3, 16)) is not None
     first = result.study.trials[0]
     assert first.user_attrs["zoo"] == result.enqueued[0] and trial_spec(first).name == result.enqueued[0]
-    assert [name for name, _ in zoo_slots(local, config.budgets, config.zoo_pattern)] == result.enqueued
+    fitting = zoo_slots(local, config.budgets, config.zoo_pattern)
+    assert len(fitting) > 1 and [name for name, _ in fitting[:1]] == result.enqueued  # 3 trials: 1 zoo model
     again = run_search(config, space, evaluate=trainer)  # resuming queues nothing new: every slot is done
     assert len(again.study.trials) == len(result.study.trials) and again.ok
+
+
+def test_a_short_search_samples_at_least_half_of_its_trials(space):
+    """Issue 25: `--budget 20MFLOPs --trials 40` replayed 34 zoo models and sampled 6 networks."""
+    fitting = zoo_slots(space.for_data(1, 28, 10), (parse_budget("20MFLOPs"),))
+    assert len(fitting) > 20
+    kept = warm_start(fitting, 40)
+    assert len(kept) == 20 and kept[0] == fitting[0] and kept[-1] == fitting[-1]  # the whole cost range
+    assert [fitting.index(slot) for slot in kept] == sorted(fitting.index(slot) for slot in kept)  # cheapest first
+    assert set(map(str, kept)) <= set(map(str, warm_start(fitting, 46)))  # a longer search keeps them
+    assert warm_start(fitting, 1000) == fitting == warm_start(fitting, None)  # long or timed searches: the whole zoo
 
 
 def test_resume_continues_up_to_the_trial_count(tmp_path, space):
@@ -133,7 +145,7 @@ def test_resume_continues_up_to_the_trial_count(tmp_path, space):
     assert len(trainer.specs) - first <= 2
     again = run_search(_config(tmp_path, budget="3MFLOPs", trials=5), space, evaluate=trainer)
     assert count_trials(again.study)["complete"] == 5
-    with pytest.raises(BsnasError, match=r"other settings \(--budget \[\['flops', 3000000.0\]\], now"):
+    with pytest.raises(BsnasError, match=r"other settings \(--budget 3 MFLOPs, now 4 MFLOPs\); resume"):
         run_search(_config(tmp_path, budget="4MFLOPs", trials=6), space, evaluate=trainer)
 
 

@@ -110,6 +110,19 @@ def test_seeded_runs_are_reproducible_and_seeds_matter(synthetic):
     assert not same_weights(weights(runs[0]), weights(runs[2]))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_thread_count_changes_a_cpu_trainings_weights(synthetic, channels_last):
+    """Issue 25 asked for --threads on --resume if threads changed only the speed. They change the weights too
+    (torch splits CPU reductions by thread), so a run records its count and a resume keeps it (tests/test_cli_train).
+    Should torch ever make this test fail, --threads can be allowed on --resume."""
+    trained = []
+    for threads in (1, 2):
+        model = tiny_model()
+        train(model, synthetic, dataclasses.replace(FAST, epochs=1, threads=threads, channels_last=channels_last))
+        trained.append(weights(model))
+    assert not same_weights(*trained)
+
+
 def test_resume_from_a_saved_checkpoint_gives_the_same_weights(synthetic, tmp_path):
     straight = tiny_model()
     train(straight, synthetic, FAST)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bsnas import create_model, get_spec, list_models
+from bsnas.cli import main
 from bsnas.errors import BsnasError
 from bsnas.nn.layers import has_reg_loss
 from bsnas.nn.profile import profile
@@ -98,13 +99,22 @@ def test_every_listed_name_has_a_spec_and_small_ones_run():
         assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name", ["cifar_mobilenetv4_w1", "cifar_resnet21", "wrn16_2", "cifar_mobilenetv2_w1_pfdx"])
-def test_unknown_names_show_the_grammar(name):
+@pytest.mark.parametrize(("name", "nearest"), [
+    ("cifar_mobilenetv4_w1", "cifar_mobilenetv1_w1"), ("cifar_resnet21", "cifar_resnet20"),
+    ("wrn16_2", "cifar_wrn16_2"), ("cifar_mobilenetv2_w1_pfdx", "cifar_mobilenetv2_w1_pfd"), ("alexnet", None)])
+def test_an_unknown_name_is_one_line_with_the_nearest_names(name, nearest, capsys):
+    """Issue 25: it listed the grammar, but neither the nearest names nor `bsnas zoo list`."""
     with pytest.raises(BsnasError) as info:
         get_spec(name)
     message = str(info.value)
-    assert repr(name) in message and "cifar_wrn{16,28,40}_<k>" in message and "mobilenetv1_w<N>" in message
-    assert "cifar_preresnet{20,56,110,302,602}" in message
+    assert message.startswith(f"unknown model name {name!r}: ") and "\n" not in message
+    near = message.partition(": ")[2].partition(";")[0]
+    assert (nearest in near.removeprefix("the nearest zoo names are ").split(", ")) if nearest else \
+        near == "no zoo name is close to it"
+    assert message.endswith("`bsnas zoo list` shows them all, `bsnas zoo list --help` how names are made.")
+    with pytest.raises(SystemExit):
+        main(["zoo", "list", "--help"])
+    assert "cifar_wrn{16,28,40}_<k>" in capsys.readouterr().out  # the grammar is there
 
 
 @pytest.mark.parametrize("name,reason", [

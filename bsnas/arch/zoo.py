@@ -20,7 +20,7 @@ from bsnas.errors import BsnasError
 from bsnas.text import regex
 
 __all__ = ["GRAMMAR", "DefaultInput", "default_input", "get_spec", "list_models", "resolve_spec",
-           "scale_channels", "zoo_family"]
+           "scale_channels", "unknown_name", "zoo_family"]
 
 GRAMMAR = """\
     [cifar_]mobilenetv1_w<N>[d<D>][_bsconvu][_pfd]
@@ -158,7 +158,7 @@ def _bsconv_layer(layer, variant: str, p: float | None):
 
 def default_input(name: str) -> DefaultInput:
     """The input size and classes a zoo name was designed for (32x32 and 10 for CIFAR forms, else 224x224 and
-    1000); an unknown name is a BsnasError showing the grammar."""
+    1000); an unknown name is a BsnasError naming the nearest names."""
     return _CIFAR_INPUT if get_spec(name).image_size == 32 else _IMAGENET_INPUT
 
 
@@ -199,12 +199,22 @@ def get_spec(name: str, num_classes: int | None = None, in_channels: int = 3,
                 raise BsnasError(f"model name {name!r}: _pfd applies to the MobileNets and cifar_resnet models only")
             stem, blocks = _padding_free(stem, blocks)
     else:
-        raise BsnasError(f"unknown model name {name!r}; valid names follow this grammar:\n{GRAMMAR}")
+        raise BsnasError(unknown_name(name))
     defaults = _CIFAR_INPUT if cifar else _IMAGENET_INPUT
     return ArchSpec(name=name, stem=stem, blocks=tuple(blocks), head=head,
                     num_classes=defaults.num_classes if num_classes is None else num_classes,
                     in_channels=in_channels, image_size=defaults.image_size if image_size is None else image_size,
                     alpha=alpha)
+
+
+def unknown_name(name: str) -> str:
+    """The message for a name that is not in the zoo: the nearest names, and where to find them all."""
+    import difflib
+
+    nearest = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
+    near = f"the nearest zoo names are {', '.join(nearest)}" if nearest else "no zoo name is close to it"
+    return (f"unknown model name {name!r}: {near}; `bsnas zoo list` shows them all, `bsnas zoo list --help` how "
+            "names are made.")
 
 
 def zoo_family(name: str) -> str:

@@ -17,6 +17,7 @@ import signal
 import sys
 
 from bsnas import __version__
+from bsnas.environment import environment_problem
 from bsnas.errors import BsnasError, StorageFault, Terminated
 
 __all__ = ["main"]
@@ -26,11 +27,21 @@ COMMANDS = ("zoo", "profile", "train", "space", "search", "worker", "report", "e
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one line (`bsnas: error: ...`) and exit status 2 like every user error,
-    not a usage block."""
+    """argparse, but a bad command line is one line (`bsnas: error: search: ...`) and exit status 2 like every user
+    error, not a usage block; it names the sub-command whose help to read, also for arguments it does not know."""
+
+    commands: dict[str, argparse.ArgumentParser] = {}
 
     def error(self, message: str):
-        raise BsnasError(f"{self.prog}: {message} (see {self.prog} --help)")
+        command = self.prog.removeprefix("bsnas").strip()
+        raise BsnasError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.commands.get(getattr(parsed, "command", None), self).error(
+                f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"bsnas.cli.{name}")
         module.add_parser(subparsers)
+    parser.commands = subparsers.choices
     return parser
 
 
@@ -49,7 +61,11 @@ def _terminate(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 a storage fault, 2 user error, 130 Ctrl-C, 143 SIGTERM)."""
+    """Run the CLI; returns the exit status (0 ok, 1 a storage fault or a Python without bsnas's dependencies, 2 user
+    error, 130 Ctrl-C, 143 SIGTERM)."""
+    if problem := environment_problem():  # before the commands' modules import torch
+        print(f"bsnas: error: {problem}", file=sys.stderr)
+        return 1
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args = build_parser().parse_args(argv)

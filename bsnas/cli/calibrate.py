@@ -10,6 +10,7 @@ import sys
 
 from bsnas.search.config import DEFAULT_ETA, DEFAULT_RUNGS
 from bsnas.text import plural
+from bsnas.train.data import DOWNLOAD_HELP
 
 __all__ = ["add_parser", "run"]
 
@@ -36,10 +37,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--proxy-val", type=int, default=None, help="rung 0's validation images (default preset)")
     parser.add_argument("--dataset", default="fashion-mnist", help="dataset (default fashion-mnist)")
     parser.add_argument("--data-root", default=None, help="folder with the dataset files")
+    parser.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     parser.add_argument("--seed", type=int, default=0, help="candidate sampling and training seed (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default one per core)")
     parser.add_argument("--name", default="calibrate", help="run name (default calibrate)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")
+    parser.add_argument("--wide", action="store_true", help="every column of the table on a narrow terminal")
     parser.set_defaults(run=run)
 
 
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from bsnas.search.evaluator import ProxyEvaluator
     from bsnas.search.workers import check_space_fits
     from bsnas.space.load import resolve_space
+    from bsnas.train.data import fetch_data
     from bsnas.train.rundir import make_run_dir, run_path
 
     budgets = tuple(check_budgets([parse_budget(text) for text in args.budget or ["100MFLOPs"]]))
@@ -63,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
                           augment=args.augment)
     if not 1 <= args.reference_epochs <= 1000:
         raise BsnasError(f"--reference-epochs must be from 1 to 1000, got {args.reference_epochs}.")
+    if args.download:
+        fetch_data(args.dataset, args.data_root)
     proxy = ProxyEvaluator.for_search(config)
     data = proxy.data()
     space = resolve_space(args.space).for_data(data.in_channels, data.image_size, data.num_classes)
@@ -83,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     rows = calibrate.collect(setup)
     table = calibrate.correlations(rows, args.rungs)
     _write(folder, rows, table, args.rungs)
-    _print(table, rows, args.rungs)
+    _print(table, rows, args.wide)
     if failed or len(rows) < len(specs):
         print(f"bsnas: error: {len(rows)} of {len(specs)} candidates have a reference result"
               + (f"; {failed} worker(s) failed" if failed else "") + "; run the same command again to go on",
@@ -123,17 +129,16 @@ def _write(folder, rows: list[dict], table: list[dict], rungs: int) -> None:
     plt.close(figure)
 
 
-def _print(table: list[dict], rows: list[dict], rungs: int) -> None:
-    from rich.table import Table
+def _print(table: list[dict], rows: list[dict], wide: bool) -> None:
+    from bsnas.report.tables import Column, print_table, table_console
 
-    from bsnas.report.tables import table_console
-
-    result = Table(title=f"ranking against the reference, {plural(len(rows), 'candidate')}", title_justify="left")
-    for column in ("predictor", "Kendall tau", "Spearman rho", "rho, cheapest third", "rho, middle third",
-                   "rho, costliest third"):
-        result.add_column(column, justify="left" if column == "predictor" else "right")
+    columns = [Column("predictor", justify="left", fold=True), Column("Kendall tau", drop=4), Column("Spearman rho"),
+               Column("rho, cheapest third", drop=2), Column("rho, middle third", drop=1),
+               Column("rho, costliest third", drop=3)]
+    cells = []
     for entry in table:
-        cells = [entry["kendall"], entry["spearman"], entry.get("spearman_third1", math.nan),
-                 entry.get("spearman_third2", math.nan), entry.get("spearman_third3", math.nan)]
-        result.add_row(entry["predictor"], *("-" if math.isnan(v) else f"{v:+.2f}" for v in cells))
-    table_console().print(result)
+        values = [entry["kendall"], entry["spearman"], entry.get("spearman_third1", math.nan),
+                  entry.get("spearman_third2", math.nan), entry.get("spearman_third3", math.nan)]
+        cells.append([entry["predictor"], *("-" if math.isnan(v) else f"{v:+.2f}" for v in values)])
+    print_table(table_console(), f"ranking against the reference, {plural(len(rows), 'candidate')}", columns, cells,
+                wide=wide)

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         from bsnas.arch.files import save_spec
 
         save_spec(source.spec, output)
-        print(f"{output}: {source.note}", file=sys.stderr)
+        print(f"{output}: {source.note}{source.score}", file=sys.stderr)
     else:
         _write_onnx(source, output, args.batch_size)
     print(output)
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _resolve(args: argparse.Namespace) -> ModelSource:
-    """The model SOURCE names; a search's is the trial --pick names, untrained."""
+    """The model SOURCE names; a search's is the trial --pick names, untrained, with the search's score of it."""
     folder = source_folder(args.source, args.runs_dir)
     if folder is not None and (folder / "search.yaml").is_file():
         refuse_overrides(args.source, "a search", args.num_classes, args.in_channels)
@@ -84,16 +84,18 @@ def _resolve(args: argparse.Namespace) -> ModelSource:
         spec, attrs = trial_spec(trial), trial.user_attrs
         rung, training = record.highest_training(trial) or (0, trial)
         at_rung = f" at rung {rung}" if len(record.rungs) > 1 else ""
-        return ModelSource(spec, None, folder, (f"trial {trial_number(trial)} ({spec.name}), val accuracy "
-                                               f"{training.values[0]:.2%}{at_rung}, "
+        return ModelSource(spec, None, folder, (f"trial {trial_number(trial)} ({spec.name}), "
                                                f"{format_cost('flops', attrs.get('flops'))}, "
-                                               f"{format_cost('params', attrs.get('params'))}"))
+                                               f"{format_cost('params', attrs.get('params'))}"),
+                           f", val accuracy {training.values[0]:.2%}{at_rung} in the search")
     if folder is not None and not (folder / "checkpoint.pt").is_file():
         raise BsnasError(f"{folder}: neither a training run (checkpoint.pt) nor a search (search.yaml).")
     return resolve_source(args.source, args.runs_dir, args.num_classes, args.in_channels)
 
 
 def _write_onnx(source: ModelSource, output: Path, batch_size: int | None) -> None:
+    """Export and verify; the line says what the weights are (an untrained file does not carry the search's score:
+    it goes into the note that says so)."""
     import torch
 
     from bsnas.deploy.onnx import export_onnx
@@ -105,10 +107,13 @@ def _write_onnx(source: ModelSource, output: Path, batch_size: int | None) -> No
         model = load_model(source.checkpoint)
     else:
         torch.manual_seed(0)
-        print(f"bsnas: note: {spec.name} has no trained weights here (initialised with seed 0): the file shows the "
-              "graph and its latency; train it (`bsnas train`), then export the training run", file=sys.stderr)
+        measured = f" (not the weights behind its{source.score.removeprefix(',')})" if source.score else ""
+        print(f"bsnas: note: {spec.name} has no trained weights here{measured}: the file holds weights initialised "
+              "with seed 0, for its graph and latency; train it (`bsnas train`), then export the training run",
+              file=sys.stderr)
         model = build_model(spec)
     check = export_onnx(model, spec.input_size, output, batch_size)
     batch = f"batch {batch_size}" if batch_size else "dynamic batch"
-    print(f"{output}: {source.note}; input {batch} x {'x'.join(map(str, spec.input_size))}, BatchNorm folded; "
+    weights = "" if source.checkpoint is not None else ", untrained (seed 0)"
+    print(f"{output}: {source.note}{weights}; input {batch} x {'x'.join(map(str, spec.input_size))}, BatchNorm folded; "
           f"{check.summary()}", file=sys.stderr)

@@ -12,7 +12,7 @@ from bsnas.arch.zoo import resolve_spec
 from bsnas.errors import BsnasError
 from bsnas.nn.build import build_model
 from bsnas.nn.profile import ProfileResult, profile
-from bsnas.report.tables import table_console
+from bsnas.report.tables import Column, print_table, table_console
 from bsnas.text import plural
 from bsnas.train.loop import resolve_device
 
@@ -79,27 +79,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_tables(name: str, result: ProfileResult) -> None:
-    from rich.table import Table
-
     console = table_console()
     if result.layers:
-        layers = Table(title=f"{name}: layers", title_justify="left")
-        for column in ("layer", "type", "output", "params", "FLOPs"):
-            layers.add_column(column, justify="right" if column in ("params", "FLOPs") else "left")
-        for layer in result.layers:
-            layers.add_row(layer.name, layer.type, "x".join(map(str, layer.out_shape)), f"{layer.params:,}",
-                           f"{layer.flops:,}")
-        console.print(layers)
-    summary = Table(title=f"{name} at {'x'.join(map(str, result.input_size))}", title_justify="left")
-    summary.add_column("metric")
-    summary.add_column("value", justify="right")
-    summary.add_row("params", f"{result.params:,} ({result.params / 1e6:.2f} M)")
-    summary.add_row("FLOPs", f"{result.flops:,} ({result.flops / 1e6:.2f} M)")
+        columns = [Column("layer", justify="left", fold=True), Column("type", justify="left"),
+                   Column("output", justify="left"), Column("params"), Column("FLOPs")]
+        print_table(console, f"{name}: layers", columns,
+                    [[layer.name, layer.type, "x".join(map(str, layer.out_shape)), f"{layer.params:,}",
+                      f"{layer.flops:,}"] for layer in result.layers])
+    rows = [["params", f"{result.params:,} ({result.params / 1e6:.2f} M)"],
+            ["FLOPs", f"{result.flops:,} ({result.flops / 1e6:.2f} M)"]]
     if result.ptflops_macs is not None:
         ratio = result.ptflops_macs / result.flops
-        summary.add_row("ptflops MACs (cross-check)", f"{result.ptflops_macs:,} ({ratio:.3f}x)")
+        rows.append(["ptflops MACs (cross-check)", f"{result.ptflops_macs:,} ({ratio:.3f}x)"])
     for latency in result.latency:
         threads = f", {plural(latency.threads, 'thread')}" if latency.threads else ""
         where = f"{latency.backend}, {latency.device}{threads}"
-        summary.add_row(f"latency, batch {latency.batch_size} ({where})", f"{latency.median_ms:.2f} ms")
-    console.print(summary)
+        rows.append([f"latency, batch {latency.batch_size} ({where})", f"{latency.median_ms:.2f} ms"])
+    print_table(console, f"{name} at {'x'.join(map(str, result.input_size))}",
+                [Column("metric", justify="left", fold=True), Column("value")], rows)

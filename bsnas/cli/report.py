@@ -17,6 +17,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")
     parser.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///runs/<RUN>/study.db)")
     parser.add_argument("--json", action="store_true", help="print the front as JSON")
+    parser.add_argument("--wide", action="store_true",
+                        help="every column of the table, however narrow the terminal (a pipe gets them all anyway)")
     parser.set_defaults(run=run)
 
 
@@ -40,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
                           "hypervolume": record.hypervolume(), "budget": record.budget, "unit": record.unit,
                           "csv": str(paths.csv), "plot": str(paths.plot)}, indent=2))
         return 0
-    print_report(record, run_dir)
+    print_report(record, run_dir, wide=args.wide)
     return 0

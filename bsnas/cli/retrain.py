@@ -17,10 +17,12 @@ from bsnas.arch.cost import cost
 from bsnas.deploy.onnx import export_run, require_onnx
 from bsnas.errors import BsnasError
 from bsnas.names import check_name
-from bsnas.report.tables import table_console
+from bsnas.report.tables import Column, print_table, table_console
 from bsnas.search.budget import format_cost
 from bsnas.search.study import load_record
 from bsnas.text import plural, regex
+from bsnas.train.config import DEFAULT_THREADS
+from bsnas.train.data import DOWNLOAD_HELP
 from bsnas.train.rundir import run_path
 
 __all__ = ["add_parser", "run", "retrain_spec"]
@@ -35,24 +37,40 @@ def add_parser(subparsers) -> None:
                         help="zoo baselines to train beside the front: the warm-start zoo models matching REGEX "
                              "(default: those on the search's front and the most accurate one); none: no baselines")
     parser.add_argument("--device", default=None, help="auto, cpu or cuda (default auto)")
+    parser.add_argument("--data-root", default=None, help="this machine's dataset folder (default: the search's)")
+    parser.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
+    parser.add_argument("--threads", type=int, default=None,
+                        help=f"torch CPU threads (default {DEFAULT_THREADS}; an interrupted training goes on with its "
+                             "own: the count changes the weights)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")
     parser.add_argument("--storage", default=None, help="Optuna RDB URL (default sqlite:///runs/<RUN>/study.db)")
     parser.add_argument("--export", choices=("onnx",), default=None,
                         help="onnx: also write each retrained model as model.onnx in its run folder, verified with "
                              "onnxruntime (needs bsnas[onnx])")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
+    parser.add_argument("--wide", action="store_true", help="every column of the table on a narrow terminal")
     parser.set_defaults(run=run)
 
 
 def retrain_spec(spec, run_path: Path, data, data_config, config, quiet: bool = False) -> dict:
-    """Train `spec` in `run_path` (resuming a checkpoint, skipping a finished run); returns result.json's dict."""
+    """Train `spec` in `run_path` (resuming a checkpoint made with the same settings, skipping a finished run);
+    returns result.json's dict."""
+    from bsnas.train.config import result_changes
     from bsnas.train.rundir import RunDir, train_in_run_dir
 
     run_dir = RunDir(run_path)
     result_file = run_path / "result.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
-    checkpoint = run_dir.resume()[0] if run_dir.checkpoint.exists() else None
+    checkpoint = None
+    if run_dir.checkpoint.exists():
+        stored = run_dir.stored()
+        if changed := result_changes(stored[2], config):
+            differences = ", ".join(f"{field} {getattr(stored[2], field)}, now {getattr(config, field)}"
+                                    for field in changed)
+            raise BsnasError(f"{run_path} was started with other settings ({differences}); retrain with the same "
+                             "ones, or delete the folder to train it again.")
+        checkpoint = run_dir.resume(stored)[0]
     return train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint, quiet).to_dict()
 
 
@@ -98,13 +116,14 @@ def _run(args: argparse.Namespace, session) -> int:
         require_onnx()
     record = load_record(args.run_name, args.storage, args.runs_dir)
     settings = record.study.user_attrs.get("config", {})
-    changes = {}
+    changes = {"threads": args.threads or DEFAULT_THREADS}
     if args.epochs is not None:
         changes["epochs"] = args.epochs
     if args.device is not None:
         changes["device"] = args.device
     config = preset(args.preset, **changes)
-    data_config = DataConfig(dataset=settings.get("dataset", "fashion-mnist"), data_root=settings.get("data_root"))
+    data_config = DataConfig(dataset=settings.get("dataset", "fashion-mnist"),
+                             data_root=args.data_root or settings.get("data_root"), download=args.download)
     data = load_data(data_config)
     front = record.front()
     if not front:
@@ -141,17 +160,13 @@ def _run(args: argparse.Namespace, session) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.table import Table
-
-    table = Table(title=f"{args.run_name}: retrained with preset {args.preset} ({config.epochs} epochs)",
-                  title_justify="left")
-    for column in ("source", "architecture", "test acc", "params", "FLOPs", "latency (1 thread, batch 1)"):
-        table.add_column(column, justify="left" if column in ("source", "architecture") else "right")
-    for row in rows:
-        test = "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.2%}"
-        table.add_row(row["source"] + ("" if row["trial"] is None else f" #{row['trial']}"), row["name"], test,
-                      format_cost("params", row["params"]), format_cost("flops", row["flops"]),
-                      format_cost("latency", row["latency_ms_cpu1"]))
-    table_console().print(table)
+    columns = [Column("source", justify="left"), Column("architecture", justify="left", fold=True),
+               Column("test acc"), Column("params", drop=1), Column("FLOPs"), Column("latency", drop=2)]
+    cells = [[row["source"] + ("" if row["trial"] is None else f" #{row['trial']}"), row["name"],
+              "-" if row["test_accuracy"] is None else f"{row['test_accuracy']:.2%}",
+              format_cost("params", row["params"]), format_cost("flops", row["flops"]),
+              format_cost("latency", row["latency_ms_cpu1"])] for row in rows]
+    print_table(table_console(), f"{args.run_name}: retrained with preset {args.preset} ({config.epochs} epochs); "
+                "latency of one image on one CPU thread", columns, cells, wide=args.wide)
     print(f"wrote {table_path}", file=sys.stderr)
     return 0

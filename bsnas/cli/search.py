@@ -20,7 +20,7 @@ from bsnas.space.decode import SearchSpace
 from bsnas.space.load import SHIPPED_SPACES, resolve_space
 from bsnas.text import plural
 from bsnas.train.config import PRESETS
-from bsnas.train.data import DATASETS
+from bsnas.train.data import DATASETS, DOWNLOAD_HELP, fetch_data
 from bsnas.train.rundir import make_run_dir
 
 PROXY = PRESETS["proxy"]
@@ -56,6 +56,7 @@ def add_parser(subparsers) -> None:
                              f"(default {_default('space_file')})")
     parser.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default {_default('dataset')})")
     parser.add_argument("--data-root", help="folder with the dataset files")
+    parser.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     limit = parser.add_argument_group("how long")
     limit.add_argument("--trials", type=int,
                        help=f"trials of the study; a re-run resumes up to this count (default {DEFAULT_TRIALS} "
@@ -106,6 +107,7 @@ def add_parser(subparsers) -> None:
                         help="workers beat every SECONDS; a trial whose worker missed four beats is failed and run "
                              f"again (default {_default('heartbeat_s')})")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--wide", action="store_true", help="the front table with every column on a narrow terminal")
     parser.set_defaults(run=run)
 
 
@@ -127,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     started = time.perf_counter()
     _refuse_a_lost_study(config)
+    if args.download:
+        fetch_data(config.dataset, config.data_root)
     space, study, enqueued = prepare_search(config, resolve_space(config.space_file))  # every check before any file
     _save_run_files(config, space)
     budget_text = ", ".join(str(b) for b in config.budgets)
@@ -139,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     record = load_record(config.name, config.storage_url)
     with SearchProgress(record, config.trials, config.timeout, args.quiet) as progress:
         result = run_workers(config, space, on_update=progress)
-    print_report(record, config.run_dir)
+    print_report(record, config.run_dir, wide=args.wide)
     if not result.ok:
         print(f"bsnas: error: the search {config.name} stopped after {time.perf_counter() - started:.0f} s: "
               f"{result.reason}; run the same command again to go on", file=sys.stderr)

@@ -25,6 +25,7 @@ class ModelSource:
     checkpoint: dict[str, Any] | None
     folder: Path | None
     note: str
+    score: str = ""  # a search's score of the architecture (`, val accuracy 85.00% at rung 2 in the search`)
 
 
 def is_run_name(text: str) -> bool:
@@ -70,7 +71,6 @@ def resolve_source(source: str, runs_dir: str | Path, num_classes: int | None = 
     except BsnasError as error:
         if not is_run_name(source):
             raise
-        reason = str(error).splitlines()[0].removesuffix("; valid names follow this grammar:")
-        raise BsnasError(f"{source!r} is neither a run in {runs_dir}/ nor a zoo name ({reason}; `bsnas zoo list` "
-                         "shows the names)") from None
+        raise BsnasError(f"{source!r} is neither a run in {runs_dir}/ nor a zoo name ({str(error).rstrip('.')})."
+                         ) from None
     return ModelSource(spec, None, None, f"{spec.name} at {'x'.join(map(str, spec.input_size))}")

@@ -11,7 +11,7 @@ from bsnas.arch.cost import cost
 from bsnas.arch.zoo import get_spec, list_models, zoo_family
 from bsnas.cli.profile import parse_input_size
 from bsnas.errors import BsnasError
-from bsnas.report.tables import table_console
+from bsnas.report.tables import Column, print_table, table_console
 from bsnas.search.budget import format_cost
 from bsnas.space.invert import params_of
 from bsnas.space.load import resolve_space
@@ -68,16 +68,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    from rich.table import Table
-    from rich.text import Text
-
     console = table_console()
-    table = Table(title=f"search space {summary['name']} ({summary['file']})", title_justify="left")
-    table.add_column("field")
-    table.add_column("choices")
-    for row in summary["fields"]:
-        table.add_row(Text(row["field"]), Text(row["choices"]))  # not rich markup: [a, b] lists stay visible
-    console.print(table)
+    print_table(console, f"search space {summary['name']} ({summary['file']})",
+                [Column("field", justify="left", fold=True), Column("choices", justify="left", fold=True)],
+                [[row["field"], row["choices"]] for row in summary["fields"]])
     size = "infinite (continuous ranges)" if summary["size"] is None else f"{summary['size']:.3g} points " \
         f"(10^{summary['log10_size']})"
     sampled = summary["flops_sampled"]

@@ -17,17 +17,17 @@ from bsnas.search.reproduce import parse_trial_source, trial_training
 from bsnas.search.study import load_record
 from bsnas.text import plural
 from bsnas.train import distributed
-from bsnas.train.config import PRESETS, describe_preset, preset
+from bsnas.train.config import DEFAULT_THREADS, PRESETS, TrainConfig, describe_preset, preset, result_changes
 from bsnas.train.data import DATASETS, DataConfig, load_data
 from bsnas.train.loop import resolve_device
-from bsnas.train.rundir import RunDir, run_path, train_in_run_dir
+from bsnas.train.rundir import RunDir, make_run_dir, run_path, train_in_run_dir
 
 __all__ = ["add_parser", "run"]
 
-# flag -> TrainConfig field; these override the preset and may not be combined with --resume
+# flag -> TrainConfig field; these override the preset; with --resume only their run's own values
 TRAIN_FLAGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "subset": "train_subset",
                "seed": "seed", "alpha": "alpha", "device": "device", "threads": "threads"}
-DATA_FLAGS = ("data_root", "image_size", "val_fraction")
+DATA_FLAGS = ("data_root", "image_size", "val_fraction")  # flag = DataConfig field
 
 
 def add_parser(subparsers) -> None:
@@ -57,10 +57,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.add_argument("--device", default=None, help="auto, cpu or cuda (default auto)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads (default: torch's; 1 is faster when other processes share the cores)")
+                        help=f"torch CPU threads (default {DEFAULT_THREADS}: more spin-wait when other processes "
+                             "share the cores; the count changes the weights, so a resumed run keeps its own)")
     parser.add_argument("--name", default=None, help="run name (default <model>-<dataset>-<preset>)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run directories (default runs)")
-    parser.add_argument("--resume", action="store_true", help="continue the run --name from its last checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run --name from its last checkpoint, with its own settings (flags that "
+                             "would change its result are refused)")
     parser.add_argument("--export", choices=("onnx",), default=None,
                         help="onnx: also write the trained model as model.onnx in the run folder, verified with "
                              "onnxruntime (needs bsnas[onnx])")
@@ -123,14 +126,9 @@ def _run(args: argparse.Namespace, session: distributed.Session) -> int:
     if trial_source:
         return _reproduce(args, session, *trial_source)
     run_dir = RunDir(run_path(args.runs_dir, args.name or _default_name(args.model, dataset, preset_name)))
+    changes = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
     if args.resume:
-        given = [f"--{flag.replace('_', '-')}" for flag in (*TRAIN_FLAGS, *DATA_FLAGS)
-                 if getattr(args, flag) is not None]
-        if given:
-            raise BsnasError(f"--resume continues {run_dir.path} with its stored config; drop {', '.join(given)}.")
-        checkpoint, spec, config, data_config = run_dir.resume()
-        if args.dataset is not None and args.dataset != data_config.dataset:
-            raise BsnasError(f"--resume: {run_dir.path} trains on {data_config.dataset}, not --dataset {args.dataset}.")
+        checkpoint, spec, config, data_config = run_dir.resume(_resumable(args, run_dir, changes))
         data = load_data(data_config)
     else:
         checkpoint = None
@@ -138,14 +136,59 @@ def _run(args: argparse.Namespace, session: distributed.Session) -> int:
             dataset=dataset, data_root=args.data_root, download=args.download, image_size=args.image_size,
             **({"val_fraction": args.val_fraction} if args.val_fraction is not None else {}),
         )
-        changes = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
-        config = preset(preset_name, **changes)  # bad flags fail before the data load
+        config = preset(preset_name, **{"threads": DEFAULT_THREADS, **changes})  # bad flags fail before the data
         resolve_device(config.device)
         spec = resolve_spec(args.model)
         data = load_data(data_config)
         spec = _fit_to_data(spec, args.model, data)
+    if session.is_main:
+        if checkpoint is None:
+            make_run_dir(run_dir.path)  # a folder that cannot be made is said before "training"
+        print(_start_line(run_dir, spec, config, data_config, checkpoint), file=sys.stderr, flush=True)
     result = train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint, model_name=args.model)
     return _finish(args, run_dir, spec, result, session)
+
+
+def _resumable(args: argparse.Namespace, run_dir: RunDir, changes: dict) -> tuple:
+    """The stored run (`RunDir.stored`) with what the flags may change: where the data are, and the thread count of a
+    run that recorded none. A flag that would change the result is refused; all of them are named in one line."""
+    checkpoint, spec, config, data_config = run_dir.stored()
+    kept = {field: getattr(config, field) for field in TRAIN_FLAGS.values() if field not in changes}
+    asked = dataclasses.replace(preset(args.preset) if args.preset else config, **kept, **changes)
+    changed = result_changes(config, asked)
+    refused = []
+    for flag, field in TRAIN_FLAGS.items():
+        if field in changed:
+            why = ": another count changes a CPU training's weights" if field == "threads" else ""
+            refused.append(f"--{flag.replace('_', '-')} {getattr(asked, field)} (the run has "
+                           f"{getattr(config, field)}{why})")
+    others = [field for field in changed if field not in TRAIN_FLAGS.values()]
+    if others:
+        refused.append(f"--preset {args.preset} (the run has other {', '.join(others)})")
+    for flag in ("dataset", "image_size", "val_fraction"):
+        given = getattr(args, flag)
+        if given is not None and given != getattr(data_config, flag):
+            refused.append(f"--{flag.replace('_', '-')} {given} (the run has {getattr(data_config, flag)})")
+    if refused:
+        raise BsnasError(f"--resume continues {run_dir.path} with the settings it started with, and these would "
+                         f"change its result: {'; '.join(refused)}. Leave them out, or give --name for a new run.")
+    if "threads" in changes:
+        config = dataclasses.replace(config, threads=changes["threads"])
+    if args.data_root is not None or args.download:
+        data_config = dataclasses.replace(data_config, data_root=args.data_root or data_config.data_root,
+                                          download=args.download)
+    return checkpoint, spec, config, data_config
+
+
+def _start_line(run_dir: RunDir, spec: ArchSpec, config: TrainConfig, data_config: DataConfig, checkpoint) -> str:
+    """What a run does, before its first epoch ends (minutes without a terminal): new or resumed, and where."""
+    threads = plural(config.threads, "torch thread") if config.threads else "torch's default threads"
+    settings = f"batch {config.batch_size}, lr {config.lr:g}, seed {config.seed}, {threads}"
+    if checkpoint is None:
+        return (f"bsnas: training {spec.name} on {data_config.dataset} for {plural(config.epochs, 'epoch')} "
+                f"({settings}) in {run_dir.path}")
+    return (f"bsnas: resuming {run_dir.path} after epoch {checkpoint['epoch']} of {config.epochs}: {spec.name} on "
+            f"{data_config.dataset} with the settings it started with ({settings})")
 
 
 def _finish(args: argparse.Namespace, run_dir: RunDir, spec: ArchSpec, result, session) -> int:

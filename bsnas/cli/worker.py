@@ -7,6 +7,7 @@ import dataclasses
 import sys
 
 from bsnas.text import plural
+from bsnas.train.data import DOWNLOAD_HELP
 
 __all__ = ["add_parser", "run"]
 
@@ -21,6 +22,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker (default cores/workers)")
     parser.add_argument("--device", default=None, help="cpu, cuda or auto (default: the search's)")
     parser.add_argument("--data-root", default=None, help="this machine's dataset folder (default: the search's)")
+    parser.add_argument("--download", action="store_true", help=DOWNLOAD_HELP)
     parser.add_argument("--timeout", default=None, help="stop taking trials after this long: 90s, 20m, 2h")
     parser.set_defaults(run=run)
 
@@ -33,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from bsnas.search.storage import redact_url
     from bsnas.search.study import join_study
     from bsnas.search.workers import run_workers
+    from bsnas.train.data import fetch_data
 
     changes = {key: value for key, value in (("threads", args.threads), ("device", args.device),
                                              ("data_root", args.data_root)) if value is not None}
@@ -40,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
                                else None, **changes)
     workers = args.workers if args.workers is not None else default_workers(config.device)
     config = dataclasses.replace(config, workers=workers)
+    if args.download:
+        fetch_data(config.dataset, config.data_root)
     data = ProxyEvaluator(config.dataset, config.data_root).data()  # this machine must have the data
     space = space.for_data(data.in_channels, data.image_size, data.num_classes)
     print(f"bsnas worker: joined {args.run_name} on {redact_url(args.storage)} with {plural(workers, 'worker')}",

@@ -6,13 +6,15 @@ import argparse
 import json
 
 from bsnas.arch.spec import spec_to_yaml
-from bsnas.arch.zoo import get_spec, list_models
+from bsnas.arch.zoo import GRAMMAR, get_spec, list_models
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("zoo", help="list the zoo models or print one as ArchSpec YAML")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="list the model names")
+    listing = actions.add_parser("list", help="list the model names",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=f"Zoo names follow this grammar (w<N>d<D>: width N/D):\n{GRAMMAR}")
     listing.add_argument("--pattern", help="only names matching this regular expression")
     listing.add_argument("--json", action="store_true", help="print a JSON list")
     show = actions.add_parser("show", help="print a model's ArchSpec as YAML")

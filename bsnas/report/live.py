@@ -1,15 +1,50 @@
 """The live view of a running search on a terminal (progress, the front so far, time left); one plain line
-per finished trial otherwise (stderr, so stdout stays free for results)."""
+per change otherwise (stderr, so stdout stays free for results).
+
+Work in progress is every training that runs, at any rung: a worker training a promotion is as busy as one
+training a new candidate. The time left comes from the work the rung ladder still holds (ASHA: of the candidates
+rung 0 trains, the best 1/eta**r reach rung r, each training there as long as the ones finished there, or eta
+times the rung below's while none has) at the pace this search has trained so far.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 
+from optuna.trial import FrozenTrial, TrialState
+
 from bsnas.search.front import SearchRecord, trial_number, trial_spec
+from bsnas.search.promotion import results
 from bsnas.search.slots import count_trials
 
-__all__ = ["SearchProgress"]
+__all__ = ["SearchProgress", "ladder_seconds_left", "running_trainings"]
+
+
+def running_trainings(record: SearchRecord) -> list[int]:
+    """Trainings in progress at each rung: the rung studies' running tickets that train (a promotion is one; a
+    search trial waiting for its twin's result is not)."""
+    return [sum(t.user_attrs.get("status") == "training" for t in study.get_trials(deepcopy=False,
+                                                                                   states=(TrialState.RUNNING,)))
+            for study in record.rungs]
+
+
+def ladder_seconds_left(planned: float, eta: int, done: list[int], seconds: list[float | None]) -> float | None:
+    """Training seconds the ladder still needs: `planned` trainings at rung 0 in all, int(planned / eta**r) at rung
+    r; `done[r]` are finished there and took `seconds[r]` on average (None while none has: eta times the rung
+    below's). None when not even rung 0 has a finished training."""
+    left, below = 0.0, None
+    for rung, (count, mean) in enumerate(zip(done, seconds, strict=True)):
+        each = mean if mean is not None else (None if below is None else below * eta)
+        if each is None:
+            return None
+        left += max(int(planned / eta**rung) - count, 0) * each
+        below = each
+    return left
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
 class SearchProgress:
@@ -20,10 +55,11 @@ class SearchProgress:
         from rich.console import Console
 
         self.record, self.total, self.timeout, self.quiet = record, total, timeout, quiet
+        self.eta = record.study.user_attrs.get("config", {}).get("eta", 3)
         self.console = Console(stderr=True)
         self.live_view = None
         self.start = time.perf_counter()
-        self.first_done: int | None = None
+        self.work_at_start: float | None = None  # training seconds finished before this invocation
         self.last_line = ""
 
     def __enter__(self) -> SearchProgress:
@@ -38,23 +74,29 @@ class SearchProgress:
         if self.live_view is not None:
             self.live_view.stop()
 
-    def _left(self, done: int) -> str:
-        """Time left: the timeout's, or (without one) the trials left at the pace so far."""
+    def _left(self, slots_done: int, by_rung: list[list[FrozenTrial]]) -> str:
+        """Time left: the ladder's work left (with --trials) at this invocation's pace, and the timeout's."""
         elapsed = time.perf_counter() - self.start
-        if self.first_done is None:
-            self.first_done = done
+        seconds = [[t.user_attrs.get("train_seconds") or 0.0 for t in tickets] for tickets in by_rung]
+        work = sum(map(sum, seconds))
+        if self.work_at_start is None:
+            self.work_at_start = work
+        estimates = []
         if self.timeout is not None:
-            seconds = max(self.timeout - elapsed, 0.0)
-        elif self.total is not None and done > self.first_done:
-            seconds = elapsed / (done - self.first_done) * max(self.total - done, 0)
-        else:
-            return "time left ?"
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s left"
+            estimates.append(max(self.timeout - elapsed, 0.0))
+        if self.total is not None and slots_done and work > self.work_at_start:
+            planned = len(by_rung[0]) * self.total / slots_done  # rung-0 trainings per slot so far, for every slot
+            left = ladder_seconds_left(planned, self.eta, [len(tickets) for tickets in by_rung],
+                                       [sum(s) / len(s) if s else None for s in seconds])
+            if left is not None:
+                estimates.append(left * elapsed / (work - self.work_at_start))
+        return f"{_duration(min(estimates))} left" if estimates else "time left ?"
 
     def __call__(self, _study=None) -> None:
         if self.quiet:
             return
         counts = count_trials(self.record.study)
+        by_rung = [results(study) for study in self.record.rungs]
         done = counts["slots"] if self.total is not None else counts["complete"]
         progress = f"trial {done}/{self.total}" if self.total is not None and self.timeout is None else \
             f"{done} trials"
@@ -63,13 +105,16 @@ class SearchProgress:
         best = max(front, key=lambda t: t.values[0]) if front else None
         unit = self.record.unit
         best_text = f"best {best.values[0]:.2%} at {best.values[1]:.3g} {unit}" if best else "nothing trained yet"
+        running = running_trainings(self.record)
         rungs = ""
-        if len(self.record.rungs) > 1:
-            trainings = self.record.trainings()
-            rungs = "  trainings per rung " + "/".join(str(sum(rung in t for t in trainings.values()))
-                                                        for rung in range(len(self.record.rungs)))
-        line = (f"{progress}  running {counts['running']}  feasible {share:.0%}  trained {counts['trained']}  "
-                f"duplicates {counts['duplicate']}{rungs}  front {len(front)} ({best_text})  {self._left(done)}")
+        if len(by_rung) > 1:
+            rungs = "  trainings per rung " + "/".join(str(len(tickets)) for tickets in by_rung)
+            running_text = f"training {sum(running)} (per rung {'/'.join(map(str, running))})"
+        else:
+            running_text = f"training {sum(running)}"
+        line = (f"{progress}  {running_text}  feasible {share:.0%}  trained {counts['trained']}  "
+                f"duplicates {counts['duplicate']}{rungs}  front {len(front)} ({best_text})  "
+                f"{self._left(counts['slots'], by_rung)}")
         if self.live_view is None:
             status = line.rsplit("  ", 1)[0]
             if status != self.last_line:  # one line when something changed, not one per poll

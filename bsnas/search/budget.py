@@ -20,6 +20,9 @@ _UNITS = {"flops": "flops", "flop": "flops", "params": "params", "param": "param
           "ms": "latency", "us": "latency", "µs": "latency"}
 _PATTERN = re.compile(r"^\s*(?P<number>\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<exp>[+-]?\d+))?\s*"
                       r"(?P<prefix>[kKMG]?)(?P<unit>(?i:flops?|params?|ms|us|µs))\s*$")
+_NUMBER = r"\s*(?P<number>\d+(?:\.\d*)?|\.\d+)(?:[eE](?P<exp>[+-]?\d+))?\s*"
+_WRONG_CASE = re.compile(_NUMBER + r"(?P<prefix>[mg])(?P<unit>(?i:flops?|params?))\s*$")  # m is milli, not mega
+_NO_UNIT = re.compile(_NUMBER + r"(?P<prefix>[kKMGmg]?)\s*$")
 _EXAMPLES = "e.g. 100MFLOPs, 1.5Mparams, 4ms or 500us"
 _LARGEST = {"flops": 1e18, "params": 1e12, "latency": 1e9}  # far beyond any model bsnas builds; finite
 
@@ -43,7 +46,7 @@ def parse_budget(text: str) -> Budget:
     """Parse one `--budget` value; a malformed one is a BsnasError naming the value and the forms allowed."""
     match = _PATTERN.match(str(text))
     if match is None:
-        raise BsnasError(f"--budget {text!r} is not a number with a unit; use {_EXAMPLES}.")
+        raise BsnasError(_what_is_wrong(str(text)))
     number = float(f"{match['number']}e{match['exp'] or 0}")  # inf for a value beyond float, never an exception
     unit = match["unit"].lower()
     kind = _UNITS[unit]
@@ -58,6 +61,21 @@ def parse_budget(text: str) -> Budget:
         raise BsnasError(f"--budget {text!r} must be greater than zero and at most "
                          f"{format_cost(kind, _LARGEST[kind])}.")
     return Budget(kind, limit)
+
+
+def _what_is_wrong(text: str) -> str:
+    """Why a budget does not parse, as the rest of its message: a prefix in the wrong case, no unit, or neither."""
+    if match := _WRONG_CASE.match(text):
+        number = text[:match.start("prefix")].strip()
+        unit = "FLOPs" if match["unit"].lower().startswith("flop") else "params"
+        return (f"--budget {text!r}: prefixes are case-sensitive and {unit} take k, M or G ({match['prefix']} is "
+                f"not one); write {number}{match['prefix'].upper()}{unit}.")
+    if match := _NO_UNIT.match(text):
+        number = text[:match.start("prefix")].strip()
+        prefix = match["prefix"].upper() if match["prefix"] in "mg" else match["prefix"]
+        latency = f"{number}ms" if match["prefix"] == "m" else "a latency such as 4ms"
+        return f"--budget {text!r} has no unit: write {number}{prefix}FLOPs, {number}{prefix}params or {latency}."
+    return f"--budget {text!r} is not a number with a unit; use {_EXAMPLES}."
 
 
 def check_budgets(budgets: list[Budget]) -> list[Budget]:

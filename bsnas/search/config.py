@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bsnas.errors import BsnasError
-from bsnas.search.budget import COST_KINDS, Budget
+from bsnas.search.budget import COST_KINDS, Budget, format_cost
 from bsnas.search.rungs import RUNG_STUDY
 from bsnas.search.storage import HEARTBEAT_S, redact_url
 from bsnas.text import regex
@@ -19,7 +19,8 @@ from bsnas.train.loop import resolve_device
 from bsnas.train.rundir import run_path
 
 __all__ = ["DEFAULT_ETA", "DEFAULT_RUNGS", "DEFAULT_SPACE", "DEFAULT_TRIALS", "SAMPLERS", "COST_UNITS",
-           "default_workers", "SETTINGS_BEFORE", "SearchConfig", "config_from_dict", "cost_value"]
+           "default_workers", "SETTINGS_BEFORE", "SearchConfig", "config_from_dict", "cost_value", "setting_flag",
+           "show_setting"]
 
 SAMPLERS = ("auto", "nsga2", "evolution", "tpe", "random")
 # Settings that studies made before the setting existed do not hold, with the value those studies ran with.
@@ -183,3 +184,17 @@ def config_from_dict(data: dict[str, Any], **changes: Any) -> SearchConfig:
     values["budgets"] = tuple(Budget(kind, limit) for kind, limit in values.get("budgets", []))
     values.update(changes)
     return SearchConfig(**values)
+
+
+def setting_flag(key: str) -> str:
+    """The flag of a study setting (`study_settings`): `budgets` is --budget, `proxy_images` --proxy-images."""
+    return "--" + (key.rstrip("s") if key == "budgets" else key).replace("_", "-")
+
+
+def show_setting(key: str, value: Any) -> str:
+    """A study setting as its flag takes it: `20 MFLOPs, 4 ms` for budgets, on/off, `default` for None."""
+    if key == "budgets":
+        return ", ".join(format_cost(kind, limit) for kind, limit in value or []) or "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "default" if value is None else str(value)

@@ -9,11 +9,19 @@ runs in it is the scheduler's (`bsnas.search.scheduler`, `bsnas.search.slots`).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import optuna
 
 from bsnas.errors import BsnasError, StorageFault
-from bsnas.search.config import COST_UNITS, SETTINGS_BEFORE, SearchConfig, config_from_dict
+from bsnas.search.config import (
+    COST_UNITS,
+    SETTINGS_BEFORE,
+    SearchConfig,
+    config_from_dict,
+    setting_flag,
+    show_setting,
+)
 from bsnas.search.front import SearchRecord
 from bsnas.search.logs import quiet_optuna
 from bsnas.search.rungs import open_rung_study
@@ -49,8 +57,7 @@ def create_study(config: SearchConfig, space: SearchSpace) -> optuna.Study:
     held = study.user_attrs  # one read of the storage, after this search or another wrote them
     saved = {**SETTINGS_BEFORE, **held["settings"]}
     if saved != config.study_settings():
-        changed = setting_changes(saved, config.study_settings(), label=lambda key: "--" + (
-            key.replace("_", "-").rstrip("s") if key == "budgets" else key.replace("_", "-")))
+        changed = setting_changes(saved, config.study_settings(), label=setting_flag, show=show_setting)
         raise BsnasError(f"study {config.name!r} in {redact_url(config.storage_url)} was made with other settings "
                          f"({changed}); resume it with the same ones or give a new --name.")
     if held.get("space") != space.raw:
@@ -99,7 +106,8 @@ def load_record(name: str, storage: str | None = None, runs_dir: str = "runs", r
     quiet_optuna()
     path = run_path(runs_dir, name) / "study.db"
     if storage is None and not path.exists():
-        raise BsnasError(f"{path} does not exist; run `bsnas search --name {name}` first or pass --storage.")
+        raise BsnasError(f"no search {name!r} in {runs_dir}/ ({_searches_in(runs_dir)}): start one, e.g. `bsnas "
+                         f"search --budget 20MFLOPs --name {name}`, or pass --storage for one stored elsewhere.")
     url = storage or f"sqlite:///{path}"
     if file := empty_sqlite_file(url):
         raise StorageFault(f"{file} is empty (0 bytes): the study it held is gone; restore it from a backup, or run "
@@ -111,3 +119,12 @@ def load_record(name: str, storage: str | None = None, runs_dir: str = "runs", r
         raise BsnasError(f"no study named {name!r} in {redact_url(url)}.") from None
     count = study.user_attrs.get("config", {}).get("rungs", 1) if rungs else 0
     return SearchRecord(study, [open_rung_study(opened, name, rung) for rung in range(count)])
+
+
+def _searches_in(runs_dir: str, shown: int = 5) -> str:
+    """`searches there: a, b` (the names of the folders holding a study.db), or `it holds no search`."""
+    names = sorted(path.parent.name for path in Path(runs_dir).glob("*/study.db"))
+    if not names:
+        return "it holds no search"
+    return "searches there: " + ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown
+                                                            else "")

@@ -36,7 +36,7 @@ from bsnas.search.scheduler import Deadline, JobQueue, work
 from bsnas.search.slots import SLOT_KEY, count_trials, queue_slots, set_zoo_slots
 from bsnas.search.storage import guard_storage, open_storage, storage_lost
 from bsnas.search.study import create_study, load_study, open_search
-from bsnas.search.warm_start import zoo_slots
+from bsnas.search.warm_start import warm_start, zoo_slots
 from bsnas.space.decode import SearchSpace
 from bsnas.space.summary import extreme_point, smallest_cost
 
@@ -99,9 +99,7 @@ def prepare_search(config: SearchConfig, space: SearchSpace) -> tuple[SearchSpac
     space = space.for_data(data.in_channels, data.image_size, data.num_classes)
     check_space_fits(space, config.budgets)
     study = create_study(config, space)
-    zoo = zoo_slots(space, config.budgets, config.zoo_pattern) if config.warm_start else []
-    if config.trials is not None:
-        zoo = zoo[:config.trials]
+    zoo = warm_start(zoo_slots(space, config.budgets, config.zoo_pattern), config.trials) if config.warm_start else []
     set_zoo_slots(study, zoo)
     storage = open_storage(config.storage_url, config.heartbeat_s)
     queue_slots(JobQueue(study, storage, SLOT_KEY), len(zoo) if config.trials is None else config.trials)

@@ -13,14 +13,18 @@ from typing import Any
 
 from bsnas.errors import BsnasError
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "AUTOCAST", "DEVICES", "MAX_SEED", "PRESETS", "TrainConfig", "describe_preset",
-           "is_device_name", "preset"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "AUTOCAST", "DEFAULT_THREADS", "DEVICES", "MAX_SEED", "PRESETS", "TrainConfig",
+           "describe_preset", "is_device_name", "preset", "result_changes"]
 
 MAX_SEED = 2**32 - 1  # numpy (under Optuna's samplers) takes seeds from 0 to 2**32 - 1
 DEVICES = "auto, cpu, cuda, cuda:N"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "linear", "constant")
 AUTOCAST = ("auto", "off", "bf16")
+# torch threads of `bsnas train` and `bsnas retrain` without --threads: with other processes on the cores, more
+# threads spin-wait (a training ~6x slower on 2 shared cores, see the README). The count changes a CPU training's
+# weights (torch splits reductions by thread), so a run records the count it used and a resume keeps it.
+DEFAULT_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class TrainConfig:
     alpha: float | None = None  # orthonormal-loss weight; None uses the model's own `alpha` (0 if absent)
     seed: int = 0  # seeds the global torch RNG and every epoch's shuffle and augmentation
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # CPU threads (torch.set_num_threads); None keeps torch's default
+    threads: int | None = None  # CPU threads (torch.set_num_threads; they change the weights); None: the process's
     autocast: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 (no loss scaling needed)
     channels_last: bool = True  # measured 1.3-1.4x faster for MobileNets on a 2-core CPU; standard on CUDA
     train_subset: int | None = None  # train on a seeded stratified subset of this many images
@@ -135,3 +139,12 @@ def preset(name: str, **changes: Any) -> TrainConfig:
         raise BsnasError(f"--preset {name!r} is not one of {', '.join(PRESETS)}.")
     return dataclasses.replace(PRESETS[name], **changes)
 
+
+
+def result_changes(stored: TrainConfig, asked: TrainConfig) -> list[str]:
+    """The fields in which `asked` differs from `stored`, the config of a run: resumed with them, the run would
+    end with another result than the one it started. A thread count the run did not record (None: torch's default
+    then) is not among them."""
+    return [field.name for field in dataclasses.fields(TrainConfig)
+            if getattr(asked, field.name) != getattr(stored, field.name)
+            and not (field.name == "threads" and stored.threads is None)]

@@ -34,9 +34,11 @@ from bsnas.errors import BsnasError
 __all__ = [
     "DATASETS",
     "DEBIAN_FASHION_MNIST",
+    "DOWNLOAD_HELP",
     "DataConfig",
     "DataSplits",
     "Split",
+    "fetch_data",
     "load_data",
     "make_synthetic",
     "stratified_split",
@@ -44,6 +46,7 @@ __all__ = [
 
 DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "synthetic")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DOWNLOAD_HELP = "let torchvision download the dataset (fashion-mnist, cifar10, cifar100) into --data-root first"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 FASHION_MNIST_CLASSES = (
@@ -145,6 +148,12 @@ def load_data(config: DataConfig) -> DataSplits:
     if config.image_size is not None and config.image_size != train.images.shape[-1]:
         train, test = _resize(train, config.image_size), _resize(test, config.image_size)
     return _finish(name, classes, train, test, config.val_fraction, config.split_seed)
+
+
+def fetch_data(dataset: str, data_root: str | None) -> None:
+    """Download `dataset` into `data_root` with torchvision unless it is there (`--download` of the commands whose
+    worker processes then read the files; it loads the dataset once to check it)."""
+    load_data(DataConfig(dataset=dataset, data_root=data_root, download=True))
 
 
 def make_synthetic(

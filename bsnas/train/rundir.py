@@ -145,13 +145,18 @@ class RunDir:
         save_spec(spec, self.path / "spec.yaml")
         self.metrics.write_text("")
 
-    def resume(self) -> tuple[dict[str, Any], ArchSpec, TrainConfig, DataConfig]:
-        """The latest checkpoint with its spec and configs (checked whole first: a bad one changes no file); rewrites
-        metrics.jsonl to the epochs it holds (rank 0 of a torchrun only)."""
+    def stored(self) -> tuple[dict[str, Any], ArchSpec, TrainConfig, DataConfig]:
+        """The latest checkpoint with its spec and configs, checked whole; reads only."""
         if not self.checkpoint.exists():
             raise BsnasError(f"--resume: {self.checkpoint} does not exist; start the run without --resume.")
         checkpoint = load_checkpoint(self.checkpoint)
-        spec, train_config, data_config = check_checkpoint(checkpoint, self.checkpoint)
+        return (checkpoint, *check_checkpoint(checkpoint, self.checkpoint))
+
+    def resume(self, stored: tuple[dict[str, Any], ArchSpec, TrainConfig, DataConfig] | None = None
+               ) -> tuple[dict[str, Any], ArchSpec, TrainConfig, DataConfig]:
+        """`stored` (read here unless given; a bad checkpoint changes no file), after rewriting metrics.jsonl to the
+        epochs the checkpoint holds (rank 0 of a torchrun only)."""
+        checkpoint, spec, train_config, data_config = stored or self.stored()
         if not distributed.current().is_main:
             return checkpoint, spec, train_config, data_config
         lines = "".join(json.dumps(line) + "\n" for line in checkpoint["history"])
