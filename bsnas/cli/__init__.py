@@ -21,7 +21,8 @@ from bsnas.errors import BsnasError, StorageFault, Terminated
 
 __all__ = ["main"]
 
-COMMANDS = ("zoo", "profile", "train", "space", "search", "worker", "report", "export", "retrain", "calibrate")
+COMMANDS = ("zoo", "profile", "train", "space", "search", "worker", "report", "export", "retrain", "calibrate",
+            "latency")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -70,6 +70,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--latency-backend", choices=LATENCY_BACKENDS, default="torch",
                         help="how latency (objective or budget) is measured: torch, or onnxruntime on the exported "
                              "model as a CPU deployment runs it (needs bsnas[onnx]; default torch)")
+    parser.add_argument("--latency-table", default=None, metavar="FILE",
+                        help="predict latency from this machine's table (`bsnas latency build`, same backend and "
+                             "threads) instead of measuring every candidate")
     parser.add_argument("--sampler", choices=SAMPLERS, default="auto",
                         help="Optuna sampler; auto (default): nsga2 with --rungs 1, evolution with more rungs (half "
                              "random samples across the budget, half mutations of the best training of a cost bin at "
@@ -123,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or _default_name(args.space, args.budget[0])
     workers = args.workers if args.workers is not None else default_workers(args.device)
     config = SearchConfig(name=name, space_file=args.space, budgets=budgets, objective=args.objective,
-                          latency_backend=args.latency_backend,
+                          latency_backend=args.latency_backend, latency_table=args.latency_table,
                           sampler=args.sampler, trials=trials, timeout=timeout, storage=args.storage,
                           runs_dir=args.runs_dir, workers=workers, seed=args.seed, dataset=args.dataset,
                           data_root=args.data_root, proxy_epochs=args.proxy_epochs, proxy_images=args.proxy_images,

@@ -18,7 +18,7 @@ __all__ = ["SAMPLERS", "COST_UNITS", "SETTINGS_BEFORE", "SearchConfig", "config_
 
 SAMPLERS = ("auto", "nsga2", "evolution", "tpe", "random")
 # Settings that studies made before the setting existed do not hold, with the value those studies ran with.
-SETTINGS_BEFORE = {"augment": False}
+SETTINGS_BEFORE = {"augment": False, "latency_table": False}
 MULTI_FIDELITY_IMAGES = 1000  # rung 0's training images when --rungs > 1 and no --proxy-images (see the README)
 DEFAULT_RUNGS, DEFAULT_ETA = 5, 3  # the ladder of `bsnas search` and `bsnas calibrate` (see the README)
 LATENCY_BACKENDS = ("torch", "onnxruntime")
@@ -40,6 +40,7 @@ class SearchConfig:
     budgets: tuple[Budget, ...]
     objective: str = "flops"  # flops | latency | params
     latency_backend: str = "torch"  # torch | onnxruntime: how a latency objective or budget is measured
+    latency_table: str | None = None  # a `bsnas latency build` table of this machine: latency summed, not measured
     sampler: str = "auto"  # auto: nsga2 for a single-fidelity search, evolution with rungs (see `sampler_name`)
     trials: int | None = 60  # complete trials of the study (resuming continues up to this count)
     timeout: float | None = None  # seconds of this invocation: no trial starts after it
@@ -73,6 +74,8 @@ class SearchConfig:
             from bsnas.deploy.onnx import require_onnx
 
             require_onnx()
+        if self.latency_table is not None:
+            self._check_latency_table()
         if self.sampler not in SAMPLERS:
             raise BsnasError(f"--sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}.")
         if self.trials is None and self.timeout is None:
@@ -96,6 +99,19 @@ class SearchConfig:
                 re.compile(self.zoo_pattern)
             except re.error as error:
                 raise BsnasError(f"--zoo {self.zoo_pattern!r} is not a valid regular expression ({error}).") from None
+
+    def _check_latency_table(self) -> None:
+        """A table is for a search that costs latency, on the CPU, and must be of this machine, backend and (when
+        --threads is given) threads; the workers check the threads they run with."""
+        from bsnas.latency.table import load_table
+
+        if not self.measures_latency:
+            raise BsnasError("--latency-table is for a latency objective or budget: add --objective latency or a "
+                             "--budget in ms.")
+        if self.device.startswith("cuda"):
+            raise BsnasError("--latency-table: tables are measured on the CPU; this search measures latency on "
+                             f"{self.device}.")
+        load_table(self.latency_table).check_key(self.latency_backend, self.threads)
 
     @property
     def sampler_name(self) -> str:
@@ -142,7 +158,8 @@ class SearchConfig:
     def study_settings(self) -> dict[str, Any]:
         """What must stay the same when a study is resumed or joined: every setting a trial's result depends on."""
         return {"budgets": [[b.kind, b.limit] for b in self.budgets], "objective": self.objective,
-                "latency_backend": self.latency_backend, "dataset": self.dataset, "seed": self.seed,
+                "latency_backend": self.latency_backend, "latency_table": self.latency_table is not None,
+                "dataset": self.dataset, "seed": self.seed,
                 "proxy_epochs": self.proxy_epochs,
                 "proxy_images": self.proxy_images, "proxy_val": self.proxy_val, "rungs": self.rungs, "eta": self.eta,
                 "augment": self.rung_augment}

@@ -22,8 +22,9 @@ from optuna.trial import FrozenTrial, TrialState
 from bsnas.arch.cost import cost
 from bsnas.arch.spec import ArchSpec
 from bsnas.errors import BsnasError
+from bsnas.latency.table import load_table
 from bsnas.search.budget import Budget, format_cost
-from bsnas.search.candidate import measure_latency_ms
+from bsnas.search.candidate import latency_function
 from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
 from bsnas.search.front import best_zoo
@@ -112,6 +113,8 @@ def prepare_search(config: SearchConfig, space: SearchSpace) -> tuple[SearchSpac
     data = ProxyEvaluator(config.dataset, config.data_root).data()
     space = space.for_data(data.in_channels, data.image_size, data.num_classes)
     check_space_fits(space, config.budgets)
+    if config.latency_table is not None:
+        load_table(config.latency_table).check_covers(space, config.budgets)
     study = create_study(config, space)
     zoo = zoo_slots(space, config.budgets, config.zoo_pattern) if config.warm_start else []
     if config.trials is not None:
@@ -186,9 +189,7 @@ def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | 
     study = create_study(config, space, index, storage, rungs)
     if evaluate is None:
         evaluate = ProxyEvaluator.for_search(config)
-    latency = None
-    if config.measures_latency:
-        latency = functools.partial(measure_latency_ms, device=config.device, backend=config.latency_backend)
+    latency = latency_function(config, space)
     objective = make_objective(space, config.budgets, config.objective, evaluate, rungs[0], config.seed, latency,
                                slotted=config.trials is not None)
     callbacks = [lambda s, t: on_update(s)] if on_update else []
