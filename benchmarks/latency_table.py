@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--zoo-max-mflops", type=float, default=100.0)
     parser.add_argument("--calibration", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=25)
-    parser.add_argument("--max-entries", type=int, default=50_000)
+    parser.add_argument("--max-entries", type=int, default=200_000)
     parser.add_argument("--tables", default="runs/bench/latency")
     parser.add_argument("--quick", action="store_true",
                         help="resnet only, 5 MFLOPs, 6 points, 3 zoo models, 4 calibration networks, 5 repeats")

@@ -39,7 +39,7 @@ __all__ = ["FORMAT", "FIT", "LatencyTable", "append_records", "fit_overhead", "l
 
 FORMAT = "bsnas-latency-table"
 VERSION = 1
-FIT = "offset"  # how the per-model overhead is fitted on the calibration networks: offset | linear (fit_overhead)
+FIT = "offset"  # how the per-model overhead is fitted on the calibration networks: offset | linear | none
 
 
 def _cpu_model() -> str:
