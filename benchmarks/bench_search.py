@@ -31,9 +31,10 @@ from bsnas.search.budget import parse_budget
 from bsnas.search.config import SearchConfig
 from bsnas.search.objective import make_objective
 from bsnas.search.promotion import results
-from bsnas.search.rungs import open_rung_study
+from bsnas.search.rungs import open_rung_study, ticket_queue
+from bsnas.search.slots import count_trials
 from bsnas.search.storage import open_storage
-from bsnas.search.study import count_trials, load_record
+from bsnas.search.study import load_record
 from bsnas.search.workers import default_workers, run_search
 from bsnas.space import resolve_space
 
@@ -83,7 +84,7 @@ def _infeasible_trials(space, rounds: int, trials: int = 20) -> None:
             study = optuna.create_study(storage=storage, directions=["maximize", "minimize"],
                                         sampler=optuna.samplers.RandomSampler(seed=round_))
             objective = make_objective(space, (parse_budget("1kFLOPs"),), "flops", lambda spec, rung: 1 / 0,
-                                       open_rung_study(storage, "bench", 0), slotted=False)
+                                       ticket_queue(open_rung_study(storage, "bench", 0), storage))
             study.optimize(objective, n_trials=trials)
             assert all(t.user_attrs["status"] == "infeasible" for t in study.trials)  # none trained
             walls += [(t.datetime_complete - t.datetime_start).total_seconds() * 1000 for t in study.trials]

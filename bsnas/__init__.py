@@ -10,49 +10,52 @@ Optuna study, workers, the Pareto front) -> `report` (trials.csv, pareto.png, ta
 
 from __future__ import annotations
 
-from bsnas.arch.cost import Cost, cost
-from bsnas.arch.files import load_spec, save_spec
-from bsnas.arch.plan import plan
-from bsnas.arch.spec import ArchSpec
-from bsnas.arch.zoo import get_spec, list_models
-from bsnas.errors import BsnasError
-from bsnas.nn.build import build_model, create_conv, create_model
-from bsnas.nn.layers import reg_loss
-from bsnas.nn.profile import profile
-from bsnas.nn.replace import ReplaceResult, replace
-from bsnas.search.budget import Budget, parse_budget
-from bsnas.space.decode import SearchSpace
-from bsnas.space.load import load_space
-from bsnas.train.config import TrainConfig
-from bsnas.train.data import DataConfig, load_data
-from bsnas.train.loop import TrainResult
-from bsnas.train.rundir import load_model
+import importlib
+from typing import Any
 
-__all__ = [
-    "ArchSpec",
-    "BsnasError",
-    "Budget",
-    "Cost",
-    "DataConfig",
-    "ReplaceResult",
-    "SearchSpace",
-    "TrainConfig",
-    "TrainResult",
-    "build_model",
-    "cost",
-    "create_conv",
-    "create_model",
-    "get_spec",
-    "list_models",
-    "load_data",
-    "load_model",
-    "load_space",
-    "load_spec",
-    "parse_budget",
-    "plan",
-    "profile",
-    "reg_loss",
-    "replace",
-    "save_spec",
-]
+# name -> the module that defines it; imported on first use, so that `import bsnas.arch` (or `bsnas.space`) does not
+# load torch through this package (PEP 562)
+_EXPORTS = {
+    "ArchSpec": "bsnas.arch.spec",
+    "BsnasError": "bsnas.errors",
+    "Budget": "bsnas.search.budget",
+    "Cost": "bsnas.arch.cost",
+    "DataConfig": "bsnas.train.data",
+    "ReplaceResult": "bsnas.nn.replace",
+    "SearchSpace": "bsnas.space.decode",
+    "TrainConfig": "bsnas.train.config",
+    "TrainResult": "bsnas.train.loop",
+    "build_model": "bsnas.nn.build",
+    "cost": "bsnas.arch.cost",
+    "create_conv": "bsnas.nn.build",
+    "create_model": "bsnas.nn.build",
+    "get_spec": "bsnas.arch.zoo",
+    "list_models": "bsnas.arch.zoo",
+    "load_data": "bsnas.train.data",
+    "load_model": "bsnas.train.rundir",
+    "load_space": "bsnas.space.load",
+    "load_spec": "bsnas.arch.files",
+    "parse_budget": "bsnas.search.budget",
+    "plan": "bsnas.arch.plan",
+    "profile": "bsnas.nn.profile",
+    "reg_loss": "bsnas.nn.layers",
+    "replace": "bsnas.nn.replace",
+    "save_spec": "bsnas.arch.files",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in ("arch", "nn", "space", "train", "search", "report", "deploy", "cli"):
+        return importlib.import_module(f"bsnas.{name}")
+    raise AttributeError(f"module 'bsnas' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return [*__all__, "__version__"]

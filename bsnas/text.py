@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["plural", "setting_changes"]
+import re
+
+from bsnas.errors import BsnasError
+
+__all__ = ["plural", "regex", "setting_changes"]
+
+
+def regex(pattern: str, flag: str) -> re.Pattern:
+    """A regular expression the user gave with `flag`; an invalid one is a one-line BsnasError naming the flag."""
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise BsnasError(f"{flag} {pattern!r} is not a valid regular expression ({error}).") from None
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:

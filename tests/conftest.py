@@ -1,4 +1,5 @@
-"""Shared fixtures: a PostgreSQL server of the test session's own, and the storages to run search tests on."""
+"""Shared fixtures: a PostgreSQL server of the test session's own, the storages to run search tests on, and torch's
+thread count restored after every test."""
 
 from __future__ import annotations
 
@@ -21,48 +22,65 @@ def _postgres_bindir() -> Path | None:
     return None
 
 
+class PostgresServer:
+    """A PostgreSQL server of the tests' own on a Unix socket (Debian's `postgresql`; as root it runs as the
+    `postgres` user), with one database `bsnas`; `stop()` kills it as a crash would, `start()` brings it back."""
+
+    def __init__(self, port: int):
+        pytest.importorskip("psycopg", reason="no PostgreSQL driver here (pip install 'bsnas[postgresql]')")
+        self.bindir = _postgres_bindir()
+        if self.bindir is None:
+            pytest.skip("no PostgreSQL server here: apt-get install postgresql, or set BSNAS_TEST_POSTGRES to a URL")
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:  # the server refuses to run as root
+            if shutil.which("runuser") is None:
+                pytest.skip("PostgreSQL cannot run as root and runuser is missing")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.root = Path(tempfile.mkdtemp(prefix="bsnas-pg-"))
+        self.root.chmod(0o777)
+        self.data, self.socket, self.port = self.root / "data", self.root / "socket", str(port)
+        for folder in (self.data, self.socket):
+            folder.mkdir()
+            if self.as_user:
+                shutil.chown(folder, "postgres")
+        try:
+            self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
+            self.start()
+            self._run("createdb", "-h", str(self.socket), "-p", self.port, "-U", "postgres", "bsnas")
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+            self.remove()
+            pytest.skip(f"PostgreSQL could not start here: {error}")
+        self.url = f"postgresql://postgres@/bsnas?host={self.socket}&port={self.port}"
+
+    def _run(self, program: str, *argv: str) -> None:
+        subprocess.run([*self.as_user, str(self.bindir / program), *argv], check=True, capture_output=True,
+                       timeout=120)
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60", "-o",
+                  f"-k {self.socket} -c listen_addresses='' -p {self.port} -c max_connections=200", "start")
+
+    def stop(self) -> None:
+        subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                        "stop"], capture_output=True, timeout=60)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A PostgreSQL database for the session: $BSNAS_TEST_POSTGRES, or a server started here on a Unix socket
-    (Debian's `postgresql`; as root it runs as the `postgres` user). Skipped, saying why, when neither exists."""
+    """A PostgreSQL database for the session: $BSNAS_TEST_POSTGRES, or a server of the tests' own
+    (`PostgresServer`). Skipped, saying why, when neither exists."""
     if os.environ.get(POSTGRES_ENV):
         yield os.environ[POSTGRES_ENV]
         return
-    pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed (pip install 'bsnas[postgresql]')")
-    bindir = _postgres_bindir()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server here: apt-get install postgresql, or set BSNAS_TEST_POSTGRES to a URL")
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
-        if shutil.which("runuser") is None:
-            pytest.skip("PostgreSQL cannot run as root and runuser is missing")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    root = Path(tempfile.mkdtemp(prefix="bsnas-pg-"))
-    root.chmod(0o777)
-    data, socket = root / "data", root / "socket"
-    for folder in (data, socket):
-        folder.mkdir()
-        if as_user:
-            shutil.chown(folder, "postgres")
-    port = str(50000 + os.getpid() % 10000)
-
-    def run(*argv: str) -> None:
-        subprocess.run([*as_user, *argv], check=True, capture_output=True, timeout=120)
-
+    server = PostgresServer(50000 + os.getpid() % 10000)
     try:
-        run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
-            f"-k {socket} -c listen_addresses='' -p {port} -c max_connections=200", "start")
-        run(str(bindir / "createdb"), "-h", str(socket), "-p", port, "-U", "postgres", "bsnas")
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"PostgreSQL could not start here: {error}")
-    try:
-        yield f"postgresql://postgres@/bsnas?host={socket}&port={port}"
+        yield server.url
     finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -88,3 +106,13 @@ def space():
     from bsnas.space.load import load_space
 
     return load_space("search_spaces/mobilenet.yaml")
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    """A test that trains with --threads N leaves torch's thread count as it found it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

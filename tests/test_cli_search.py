@@ -62,6 +62,26 @@ def test_report_json(searched, capsys):
     assert main(["report", "e2e", "--runs-dir", str(runs), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["counts"]["complete"] >= 3 and report["front"]
+    # one rectangle per front point, from its cost share to the next point's (the last to the budget, 2 MFLOPs)
+    shares = [point["cost"] / 2.0 for point in report["front"]] + [1.0]
+    area = sum((shares[i + 1] - shares[i]) * max(p["val_accuracy"] for p in report["front"][:i + 1])
+               for i in range(len(report["front"])))
+    assert report["budget"] == 2.0 and report["hypervolume"] == pytest.approx(area)
+    assert main(["report", "e2e", "--runs-dir", str(runs)]) == 0
+    assert f"hypervolume of the front: {area:.4f}" in capsys.readouterr().out
+
+
+def test_the_report_says_why_a_search_without_a_budget_on_its_objective_has_no_hypervolume():
+    import optuna
+
+    from bsnas.report.tables import hypervolume_line
+    from bsnas.search.front import SearchRecord
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("config", {"objective": "latency", "budgets": [["flops", 2e6]]})
+    record = SearchRecord(study, [])
+    assert record.hypervolume() is None
+    assert "no --budget on the objective's cost, latency" in hypervolume_line(record)
 
 
 def test_export_is_trainable_and_within_budget(searched, tmp_path, capsys):
@@ -163,6 +183,32 @@ def test_a_search_name_never_leaves_the_runs_folder(tmp_path, monkeypatch, capsy
     assert list(tmp_path.iterdir()) == [] and not Path("/tmp/bsnas-abs-search").exists()
 
 
+def test_trial_names_from_an_unchecked_study_never_leave_its_folders(searched, tmp_path, capsys):
+    """Issue 21: a study whose trials are named ../../x (searched before space names were checked, or written by
+    someone else) had its pareto/ files written outside the runs folder; retrain sanitised the name its own way."""
+    import shutil
+    import sqlite3
+
+    runs, _ = searched
+    copy = tmp_path / "runs"
+    shutil.copytree(runs / "e2e", copy / "e2e", ignore=shutil.ignore_patterns("retrain*", "pareto*"))
+    with sqlite3.connect(copy / "e2e" / "study.db") as connection:
+        for row, value in connection.execute("SELECT trial_user_attribute_id, value_json FROM "
+                                             "trial_user_attributes WHERE key = 'spec'").fetchall():
+            spec = json.loads(json.loads(value))
+            spec["name"] = "../../../../escaped"
+            connection.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_user_attribute_id = ?",
+                               (json.dumps(json.dumps(spec)), row))
+    before = {path for path in tmp_path.rglob("*") if path.is_file()}
+    for argv in (["report", "e2e"], ["retrain", "e2e", "--epochs", "1", "--zoo", "none", "--device", "cpu"]):
+        assert main([*argv, "--runs-dir", str(copy)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bsnas: error: trial ") and "name '../../../../escaped': " in err
+        assert len(err.strip().splitlines()) == 1
+    assert {path for path in tmp_path.rglob("*") if path.is_file() and "-wal" not in path.name
+            and "-shm" not in path.name} == {p for p in before if "-wal" not in p.name and "-shm" not in p.name}
+
+
 def test_a_storage_password_is_never_printed_nor_stored(postgres_url, tmp_path, capsys):
     import sqlalchemy
 
@@ -213,3 +259,34 @@ def test_train_reproduces_a_trial_exactly(searched, capsys):
     assert "drop --epochs" in capsys.readouterr().err
     assert main(["train", f"e2e:trial:{row['number']}", "--runs-dir", str(runs), "--rung", "3"]) == 2
     assert "was trained at rung(s) 0 only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [
+    [],
+    ["--timeout", "20m"],
+    ["--rungs", "1", "--trials", "8", "--sampler", "tpe", "--seed", "3", "--no-warm-start", "--zoo", "v2_"],
+    ["--objective", "params", "--budget", "1Mparams", "--eta", "2", "--augment", "--workers", "1", "--threads", "2",
+     "--heartbeat", "5", "--dataset", "synthetic", "--space", "resnet", "--population", "8", "--device", "cpu"],
+])
+def test_the_cli_and_the_library_run_the_same_search(flags, tmp_path):
+    """The library defaulted to 1 rung (so NSGA-II) and 60 trials, the CLI to 5 rungs (so evolution) and 50: now the
+    parser leaves every default to SearchConfig."""
+    from bsnas.cli import build_parser
+    from bsnas.cli.search import config_from_args
+    from bsnas.search.budget import parse_budget
+    from bsnas.search.config import SearchConfig
+
+    args = build_parser().parse_args(["search", "--budget", "20MFLOPs", "--name", "s", *flags])
+    given = {"--timeout": ("timeout", 1200.0), "--rungs": ("rungs", 1), "--trials": ("trials", 8),
+             "--sampler": ("sampler", "tpe"), "--seed": ("seed", 3), "--no-warm-start": ("warm_start", False),
+             "--zoo": ("zoo_pattern", "v2_"), "--objective": ("objective", "params"), "--eta": ("eta", 2),
+             "--augment": ("augment", True), "--workers": ("workers", 1), "--threads": ("threads", 2),
+             "--heartbeat": ("heartbeat_s", 5), "--dataset": ("dataset", "synthetic"),
+             "--space": ("space_file", "resnet"), "--population": ("population", 8), "--device": ("device", "cpu")}
+    values = dict(given[flag] for flag in flags if flag in given)
+    budgets = [parse_budget("20MFLOPs")] + ([parse_budget("1Mparams")] if "1Mparams" in flags else [])
+    assert config_from_args(args) == SearchConfig(name="s", budgets=tuple(budgets), **values)
+    if not flags:
+        default = config_from_args(args)
+        assert (default.rungs, default.trials, default.sampler_name, default.space_file) == (5, 50, "evolution",
+                                                                                             "mobilenet")

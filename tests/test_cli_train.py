@@ -166,3 +166,12 @@ def test_a_model_too_large_to_build_leaves_no_run(tmp_path, capsys):
     assert main(["train", str(path), *FLAGS, "--runs-dir", str(tmp_path / "runs"), "--name", "big"]) == 2
     assert "parameters; bsnas builds at most" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_default_run_name_is_made_to_fit_the_name_rule(tmp_path, capsys):
+    """Issue 21: the default name of `bsnas train .tiny.yaml` ('.tiny-synthetic-proxy') was refused as a --name
+    the user never gave; a name bsnas makes up itself follows the rule of `bsnas.names`."""
+    spec = save_spec(spec_from_dict(TINY), tmp_path / ".tiny.yaml")
+    argv = ["train", str(spec), *FLAGS, "--epochs", "1", "--subset", "64", "--runs-dir", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    assert (tmp_path / "runs" / "tiny-synthetic-proxy" / "result.json").is_file()

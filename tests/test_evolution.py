@@ -91,7 +91,8 @@ def test_zoo_slots_keep_their_fixed_choices(space):
 
 def test_a_multi_fidelity_search_mutates_trained_parents_and_records_them(tmp_path, space):
     config = SearchConfig(name="ev", space_file="mobilenet", budgets=(parse_budget("3MFLOPs"),), trials=30,
-                          runs_dir=str(tmp_path), dataset="synthetic", warm_start=False, threads=1, rungs=2, eta=3)
+                          runs_dir=str(tmp_path), dataset="synthetic", warm_start=False, threads=1, rungs=2, eta=3,
+                          workers=1)
     assert config.sampler_name == "evolution"
     assert run_search(config, space, evaluate=RungTrainer()).ok
     trials = {t.number: t for t in load_record("ev", config.storage_url).study.trials}

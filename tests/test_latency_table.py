@@ -226,7 +226,7 @@ def test_the_search_sums_the_table_without_exporting_or_measuring(tmp_path, monk
                         lambda self: SimpleNamespace(in_channels=1, image_size=12, num_classes=10))
     config = SearchConfig(name="s", space_file="tiny", budgets=(parse_budget("1MFLOPs"), parse_budget("1ms")),
                           objective="latency", latency_backend="onnxruntime", latency_table=str(tmp_path / "ort.jsonl"),
-                          trials=8, runs_dir=str(tmp_path), warm_start=False, threads=1, sampler="random")
+                          trials=8, runs_dir=str(tmp_path), warm_start=False, workers=1, threads=1, sampler="random")
     result = run_search(config, space, evaluate=lambda spec, rung=0: Evaluation(accuracy=0.5, seconds=0.0))
     table = load_table(tmp_path / "ort.jsonl")
     trained = [t for t in result.study.trials if t.user_attrs.get("status") in ("trained", "duplicate")]

@@ -18,7 +18,8 @@ from bsnas.search.evaluator import Evaluation
 from bsnas.search.evolution import EvolutionSampler
 from bsnas.search.promotion import bin_edges, next_promotion, promotable
 from bsnas.search.rungs import open_rung_study
-from bsnas.search.study import count_trials, load_record
+from bsnas.search.slots import count_trials
+from bsnas.search.study import load_record
 from bsnas.search.workers import run_search
 
 
@@ -95,7 +96,7 @@ class RungTrainer:
 def _config(tmp_path, **changes):
     values = dict(name="mf", space_file="mobilenet", budgets=(parse_budget("3MFLOPs"),), trials=12,
                   runs_dir=str(tmp_path), dataset="synthetic", warm_start=False, threads=1, sampler="random",
-                  rungs=2, eta=3)
+                  rungs=2, eta=3, workers=1)
     values.update(changes)
     return SearchConfig(**values)
 
@@ -165,19 +166,20 @@ def test_the_cli_runs_a_two_rung_search_and_exports_from_the_top_rung(tmp_path, 
 def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
     from bsnas.search.config import MULTI_FIDELITY_IMAGES
     from bsnas.search.evaluator import ProxyEvaluator
-    from bsnas.search.study import _sampler
+    from bsnas.search.samplers import create_sampler
     from bsnas.train.config import preset
 
     def config(**changes):
         return SearchConfig(name="s", space_file="mobilenet", budgets=(parse_budget("1MFLOPs"),),
                             runs_dir=str(tmp_path), dataset="synthetic", **changes)
 
-    one, three = config(), config(rungs=3)
+    one, three = config(rungs=1), config(rungs=3)
+    assert config().sampler_name == "evolution"  # the default ladder has rungs
     assert (one.sampler_name, three.sampler_name, config(rungs=3, sampler="tpe").sampler_name) == (
         "nsga2", "evolution", "tpe")
-    assert isinstance(_sampler(one), optuna.samplers.NSGAIISampler)
-    assert isinstance(_sampler(three), EvolutionSampler)
-    assert isinstance(_sampler(config(rungs=3, sampler="random")), optuna.samplers.RandomSampler)
+    assert isinstance(create_sampler(one), optuna.samplers.NSGAIISampler)
+    assert isinstance(create_sampler(three), EvolutionSampler)
+    assert isinstance(create_sampler(config(rungs=3, sampler="random")), optuna.samplers.RandomSampler)
     assert (one.rung0_images, three.rung0_images, config(rungs=3, proxy_images=500).rung0_images) == (
         None, MULTI_FIDELITY_IMAGES, 500)
     assert ProxyEvaluator.for_search(three).images == MULTI_FIDELITY_IMAGES

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from bsnas import create_model, get_spec
+from bsnas import create_model, get_spec, load_spec
 from bsnas.cli import main
 from bsnas.deploy.onnx import OnnxCheck, check_onnx, export_onnx, measure_onnx_latency, onnx_bytes, require_onnx
 from bsnas.errors import BsnasError
@@ -125,6 +125,8 @@ def test_cli_export_of_zoo_name_spec_and_trained_run(tmp_path, capsys):
     assert torch.allclose(_run(tmp_path / "fixed.onnx", images[:2]), expected[:2], rtol=1e-4, atol=1e-5)
     assert main(["export", "trained", "--runs-dir", str(runs), "--num-classes", "3"]) == 2
     assert "architecture is fixed" in capsys.readouterr().err
+    assert main(["export", str(runs / "trained" / "checkpoint.pt"), "-o", str(tmp_path / "from_checkpoint.yaml")]) == 0
+    assert "trained 1 epoch" in capsys.readouterr().err and load_spec(tmp_path / "from_checkpoint.yaml") == trained.spec
     assert main(["export", "cifar_resnet20", "--format", "onnx", "--batch-size", "0"]) == 2
 
 

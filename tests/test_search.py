@@ -21,8 +21,12 @@ from bsnas.search.config import SearchConfig
 from bsnas.search.evaluator import Evaluation
 from bsnas.search.front import knee_index, pick, trial_number, trial_spec
 from bsnas.search.objective import make_objective
-from bsnas.search.rungs import open_rung_study, queue_ticket
-from bsnas.search.study import count_trials, create_study, load_record, zoo_slots
+from bsnas.search.rungs import open_rung_study, ticket_queue
+from bsnas.search.scheduler import JobQueue
+from bsnas.search.slots import count_trials
+from bsnas.search.storage import open_storage
+from bsnas.search.study import create_study, load_record
+from bsnas.search.warm_start import zoo_slots
 from bsnas.search.workers import run_search
 from bsnas.space.invert import params_of
 
@@ -43,7 +47,8 @@ class FakeTrainer:
 
 def _config(tmp_path, budget="3MFLOPs", **changes):
     values = dict(name="t", space_file="search_spaces/mobilenet.yaml", budgets=(parse_budget(budget),), trials=6,
-                  runs_dir=str(tmp_path), dataset="synthetic", warm_start=False, threads=1, sampler="random")
+                  runs_dir=str(tmp_path), dataset="synthetic", warm_start=False, threads=1, sampler="random", rungs=1,
+                  workers=1)
     values.update(changes)
     return SearchConfig(**values)
 
@@ -73,8 +78,8 @@ def test_infeasible_candidates_are_never_trained(tmp_path, space):
 def test_candidates_are_shrunk_into_the_budget(tmp_path, space):
     local = space.for_data(*SYNTHETIC)
     study = create_study(_config(tmp_path, budget="8MFLOPs"), local)
-    objective = make_objective(local, (parse_budget("8MFLOPs"),), "flops", FakeTrainer(), _trainings(study),
-                               slotted=False)
+    objective = make_objective(local, (parse_budget("8MFLOPs"),), "flops", FakeTrainer(),
+                               _trainings(_config(tmp_path, budget="8MFLOPs")))
     params = params_of(local, get_spec("cifar_mobilenetv2_w1", 10, 3, 16))  # 23 MFLOPs at 3x16x16
     assert params["width_multiplier"] == 1.0
     study.enqueue_trial(params)
@@ -89,18 +94,17 @@ def test_duplicates_are_not_trained_twice(tmp_path, space):
     trainer = FakeTrainer()
     local = space.for_data(*SYNTHETIC)
     study = create_study(_config(tmp_path, budget="50MFLOPs"), local)
-    trainings = _trainings(study)
+    trainings = _trainings(_config(tmp_path, budget="50MFLOPs"))
     params = params_of(local, get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16))
     for _ in range(3):
         study.enqueue_trial(params)
-    study.optimize(make_objective(local, (parse_budget("50MFLOPs"),), "flops", trainer, trainings, slotted=False),
-                   n_trials=3)
+    study.optimize(make_objective(local, (parse_budget("50MFLOPs"),), "flops", trainer, trainings), n_trials=3)
     statuses = [t.user_attrs["status"] for t in study.trials]
     assert statuses == ["trained", "duplicate", "duplicate"]
     assert len(trainer.specs) == 1
     assert study.trials[2].values == study.trials[0].values
     assert study.trials[1].user_attrs["duplicate_of"] == 0
-    assert len(trainings.trials) == 1  # one architecture, trained once
+    assert len(trainings.study.trials) == 1  # one architecture, trained once
 
 
 def test_warm_start_enqueues_fitting_zoo_models_first(tmp_path, space):
@@ -227,38 +231,51 @@ def test_two_worker_processes_share_one_study(tmp_path, space):
     config = _config(tmp_path, budget="2MFLOPs", trials=4, workers=2, proxy_images=64, proxy_epochs=1)
     result = run_search(config, space)
     counts = count_trials(result.study)
-    assert result.failed_workers == 0
-    assert counts["complete"] >= 4 and counts["running"] == 0
-    numbers = [t.number for t in result.study.trials]
-    assert numbers == sorted(set(numbers))
+    assert result.failed_workers == 0 and result.ok
+    assert counts["complete"] == counts["slots"] == 4 and counts["running"] == counts["waiting"] == 0
+    trained = [t.user_attrs["spec_hash"] for t in _trainings(config).study.trials
+               if t.user_attrs.get("status") == "trained"]
+    assert trained and len(trained) == len(set(trained))  # one study, two processes: nothing trained twice
 
 
-def _trainings(study):
-    """The study of the rung-0 trainings beside a search's study."""
-    return open_rung_study(study._storage, study.study_name, 0)
+def _queue(config, key: str | None = "slot") -> JobQueue:
+    """The search's study of `config` as the scheduler's queue."""
+    storage = open_storage(config.storage_url, config.heartbeat_s)
+    return JobQueue(optuna.load_study(study_name=config.name, storage=storage), storage, key)
 
 
-def _dead_trial(study):
-    """A trial some worker took, beat once for and died with."""
-    trial = study.ask()
-    study._storage.record_heartbeat(trial._trial_id)  # what Optuna's heartbeat thread does first
+def _trainings(config) -> JobQueue:
+    """The queue of the rung-0 trainings beside the search of `config`."""
+    storage = open_storage(config.storage_url, config.heartbeat_s)
+    return ticket_queue(open_rung_study(storage, config.name, 0), storage)
+
+
+def _dead_trial(queue: JobQueue, space=None):
+    """A job some worker took, beat once for (and sampled its architecture with, given `space`) and died with."""
+    trial = queue.study.ask()
+    if space is not None:
+        space.sample(trial)
+    storage = queue.storage
+    study_id = storage.get_study_id_from_name(queue.study.study_name)
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
     return trial
 
 
 def test_a_dead_workers_trial_is_failed_and_retried(tmp_path, space):
     config = _config(tmp_path, budget="3MFLOPs", trials=2, heartbeat_s=1)
     run_search(_config(tmp_path, budget="3MFLOPs", trials=1, heartbeat_s=1), space, evaluate=FakeTrainer())
-    study = create_study(config, space.for_data(*SYNTHETIC))
+    create_study(config, space.for_data(*SYNTHETIC))
     params = params_of(space.for_data(*SYNTHETIC), get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16))
-    study.enqueue_trial(params, user_attrs={"slot": 1})
-    dead = _dead_trial(study)  # takes the queued slot 1, with its parameters
+    search = _queue(config)
+    search.put({"slot": 1}, params)
+    dead = _dead_trial(search, space.for_data(*SYNTHETIC))  # takes the queued slot 1, samples it, dies
     assert dead.user_attrs["slot"] == 1
     trainer = FakeTrainer()
     result = run_search(config, space, evaluate=trainer)
     states = {t.number: t.state for t in result.study.trials}
     assert states[dead.number] == optuna.trial.TrialState.FAIL
     assert result.ok and count_trials(result.study)["slots"] == 2
-    retried = [t for t in result.study.trials if t.system_attrs.get("failed_trial") == dead.number]
+    retried = [t for t in result.study.trials if t.user_attrs.get("retry_of") == dead.number]
     assert retried and retried[0].state == optuna.trial.TrialState.COMPLETE and retried[0].params == params
 
 
@@ -267,9 +284,10 @@ def test_a_run_killed_with_trials_running_resumes_to_its_target(tmp_path, space)
     config = _config(tmp_path, budget="3MFLOPs", trials=4, heartbeat_s=1)
     run_search(dataclasses.replace(config, trials=2), space, evaluate=FakeTrainer())
     study = create_study(config, space.for_data(*SYNTHETIC))
+    search = _queue(config)
     for slot in (2, 3):
-        study.enqueue_trial({}, user_attrs={"slot": slot})
-        _dead_trial(study)
+        search.put({"slot": slot})
+        _dead_trial(search)
     before = {t.number: t.values for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
     start = time.perf_counter()
     result = run_search(config, space, evaluate=FakeTrainer())
@@ -282,20 +300,19 @@ def test_a_trial_waiting_for_a_dead_twin_trains_it_itself(tmp_path, space):
     local = space.for_data(*SYNTHETIC)
     config = _config(tmp_path, budget="50MFLOPs", heartbeat_s=1)
     study = create_study(config, local)
-    trainings = _trainings(study)
+    trainings = _trainings(config)
     spec = get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16)
-    queue_ticket(trainings, {"spec": json.dumps(spec_to_dict(spec)), "cost": 1.0, "trial": 99,
-                             "spec_hash": spec_hash(dataclasses.replace(spec, name="x"))})
+    trainings.put({"spec": json.dumps(spec_to_dict(spec)), "cost": 1.0, "trial": 99,
+                   "spec_hash": spec_hash(dataclasses.replace(spec, name="x"))})
     twin = _dead_trial(trainings)  # another worker took the training of this architecture and died
     study.enqueue_trial(params_of(local, spec))  # the next trial: the same architecture
     trainer = FakeTrainer()
     start = time.perf_counter()
-    study.optimize(make_objective(local, config.budgets, "flops", trainer, trainings, slotted=False, poll_s=0.2),
-                   n_trials=1)
+    study.optimize(make_objective(local, config.budgets, "flops", trainer, trainings, poll_s=0.2), n_trials=1)
     assert time.perf_counter() - start < 30 and len(trainer.specs) == 1
-    assert trainings.trials[twin.number].state == optuna.trial.TrialState.FAIL
+    assert trainings.study.trials[twin.number].state == optuna.trial.TrialState.FAIL
     assert study.trials[-1].state == optuna.trial.TrialState.COMPLETE
-    assert study.trials[-1].user_attrs["duplicate_of"] == 99  # trained by the retry of the dead worker's ticket
+    assert study.trials[-1].user_attrs["status"] == "trained"  # the waiter queued the training again and took it
 
 
 class FailingTrainer(FakeTrainer):
@@ -324,7 +341,7 @@ def test_out_of_memory_is_a_failed_evaluation_with_its_reason(monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr("bsnas.train.loop.train", out_of_memory)
+    monkeypatch.setattr("bsnas.search.evaluator.train", out_of_memory)
     result = evaluator.ProxyEvaluator(dataset="synthetic")(get_spec("cifar_mobilenetv3_small_w7d20", 10, 3, 16))
     assert result.status == "out_of_memory" and "Tried to allocate 20.00 GiB" in result.reason
 

@@ -66,7 +66,7 @@ def test_a_worker_killed_mid_trial_is_retried_and_the_search_reaches_its_target(
     code, err = _finish(process)
     study = _study(storage_url, "k")
     assert study.trials[victim.number].state == TrialState.FAIL
-    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
     assert retries and retries[0].state == TrialState.COMPLETE
     assert retries[0].user_attrs["slot"] == victim.user_attrs["slot"]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -167,3 +167,31 @@ def test_sigterm_to_the_parent_stops_its_workers_and_leaves_no_training_running(
     finally:
         if _group_alive(process.pid):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_the_database_going_away_mid_search_is_one_line_and_the_search_resumes_once_it_is_back(tmp_path):
+    """PostgreSQL stopped mid-search (`pg_ctl stop -m immediate`): 500-740 lines with 13-17 tracebacks from the
+    workers and the parent, rc 1. Now one line that says the storage went away and how to resume."""
+    from conftest import PostgresServer
+
+    server = PostgresServer(40000 + os.getpid() % 10000)
+    try:
+        process = _search(server.url, tmp_path, "gone", "--trials", str(TRIALS), "--workers", "2")
+        _wait_for_training(server.url, "gone", process)
+        server.stop()
+        code, err = _finish(process, timeout=120)
+        assert code == 1 and "Traceback" not in err, err[-3000:]
+        lines = err.strip().splitlines()
+        assert lines[-1].startswith("bsnas: error: the storage postgresql://") and \
+            lines[-1].endswith("run the same command again to resume once it is back."), err[-3000:]
+        assert len([line for line in lines if line.startswith("bsnas: error")]) == 1
+        server.start()
+        code, err = _finish(_search(server.url, tmp_path, "gone", "--trials", str(TRIALS), "--workers", "2"))
+        assert code == 0, err[-3000:]
+        study = _study(server.url, "gone")
+        complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        assert len(complete) == TRIALS == len({t.user_attrs["slot"] for t in complete})
+        trained = [t.user_attrs["spec_hash"] for t in complete if t.user_attrs["status"] == "trained"]
+        assert len(trained) == len(set(trained))
+    finally:
+        server.remove()

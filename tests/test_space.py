@@ -178,3 +178,30 @@ def test_shipped_spaces_resolve_by_name_from_any_directory(tmp_path, monkeypatch
         assert resolve_space(name).name == name
     with pytest.raises(BsnasError, match="neither a file nor a shipped space"):
         resolve_space("nosuchspace")
+
+
+
+@pytest.mark.parametrize("path", [MOBILENET, RESNET])
+def test_the_flat_parameters_hold_every_parameter_a_point_asks_and_decode_ignores_the_rest(path):
+    space = load_space(path).for_data(1, 28, 10)
+    flat = space.parameters()
+    assert not any(choice.fixed for choice in flat.values())
+    rng = random.Random(5)
+    for _ in range(30):
+        spec, asked = space.random_spec(rng)
+        seen = {}
+
+        def choose(name, choice, hint, asked=asked, seen=seen):
+            seen[name] = choice
+            return asked[name]
+
+        space.decode(choose)
+        assert all(flat[name] == choice for name, choice in seen.items())  # every asked parameter, same choice
+        full = {name: choice.random(rng) for name, choice in flat.items()} | asked  # inactive ones at random
+        assert space.spec_from_params(full) == spec
+
+
+def test_the_flat_parameters_list_the_blocks_of_the_largest_repeats():
+    flat = load_space(MOBILENET).parameters()
+    assert "s4.b3.op" in flat and "s4.b4.op" not in flat  # stage 4 repeats 1..4
+    assert "s1.b1.se" in flat and "s0.repeats" not in flat  # stage 0 repeats is fixed at 1

@@ -28,6 +28,8 @@ __all__ = [
     "BLOCK_TYPES",
     "ACTIVATIONS",
     "KERNEL_SIZES",
+    "BSCONV_OPS",
+    "PADDING_FREE_STEM_FIXED",
     "StemSpec",
     "BlockSpec",
     "HeadSpec",
@@ -42,6 +44,9 @@ OPS = ("regular", "dsc", "bsconv_u", "bsconv_s")
 BLOCK_TYPES = ("conv", "inverted", "basic", "preact")
 ACTIVATIONS = ("relu", "relu6", "hswish")
 KERNEL_SIZES = (1, 3, 5, 7)
+BSCONV_OPS = ("bsconv_u", "bsconv_s")  # the operators with an inner BatchNorm (`inner_bn`)
+# the stem fields the padding-free stem block decides itself (a 3x3 regular conv with BN, then its branches)
+PADDING_FREE_STEM_FIXED = ("op", "kernel_size", "bn", "max_pool", "p", "inner_bn")
 
 
 @dataclass(frozen=True)
@@ -132,8 +137,17 @@ def spec_to_yaml(spec: ArchSpec) -> str:
 
 
 def spec_hash(spec: ArchSpec) -> str:
-    """A short stable hash of the architecture (the name excluded), for de-duplication."""
-    data = spec_to_dict(spec)
-    data.pop("name")
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    """A short stable hash of the network a spec builds, for de-duplication: of its plan (`bsnas.arch.plan`, every
+    layer as built) and of `alpha` where a bsconv_s layer gives it a loss to weigh, so two specs that build the
+    same network share it (e.g. BSConv-S p values that give the same subspace width) and the name never counts. A
+    spec that builds no network at its input size (a feature map runs out) hashes its fields instead."""
+    from bsnas.arch.plan import PlanError, plan
+
+    alpha = spec.alpha if any(layer.op == "bsconv_s" for layer in (spec.stem, *spec.blocks)) else 0.0
+    try:
+        text = repr(("plan-1", plan(spec), alpha))
+    except PlanError:
+        data = spec_to_dict(spec)
+        data.pop("name")
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

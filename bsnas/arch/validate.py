@@ -15,9 +15,11 @@ from typing import Any, NoReturn
 from bsnas.arch.spec import (
     ACTIVATIONS,
     BLOCK_TYPES,
+    BSCONV_OPS,
     FORMAT_VERSION,
     KERNEL_SIZES,
     OPS,
+    PADDING_FREE_STEM_FIXED,
     ArchSpec,
     BlockSpec,
     HeadSpec,
@@ -111,6 +113,8 @@ def _check_layer(check: FieldChecker, data: dict[str, Any], where: str, defaults
     if values["p"] is not None and values["op"] != "bsconv_s":
         check.fail(f"{where}.p", "only a bsconv_s layer takes p; remove it or set op: bsconv_s")
     check.boolean(values["inner_bn"], f"{where}.inner_bn")
+    if values["inner_bn"] and values["op"] not in BSCONV_OPS:
+        check.fail(f"{where}.inner_bn", f"only {' and '.join(BSCONV_OPS)} layers have an inner BatchNorm; remove it")
     check.boolean(values["padding_free"], f"{where}.padding_free")
     return values
 
@@ -125,6 +129,12 @@ def _check_stem(check: FieldChecker, data: Any) -> StemSpec:
     check.boolean(values["max_pool"], "stem.max_pool")
     if values["op"] == "bsconv_s" and values["p"] is None:
         check.fail("stem.p", "a bsconv_s stem needs p in (0, 1]")
+    if values["padding_free"]:
+        plain = StemSpec(out_channels=1)
+        for key in PADDING_FREE_STEM_FIXED:
+            if values[key] != getattr(plain, key):
+                check.fail(f"stem.{key}", "the padding-free stem block is a 3x3 regular conv with BN and its own "
+                                          f"branches, so it would ignore {key}; remove {key} or padding_free")
     return StemSpec(**values)
 
 
@@ -142,6 +152,9 @@ def _check_block(check: FieldChecker, data: Any, index: int) -> BlockSpec:
         check.integer(values["mid_channels"], f"{where}.mid_channels", maximum=MAX_CHANNELS)
         if values["p"] is not None:
             check.fail(f"{where}.p", "an inverted block's bsconv_s subspace is set by mid_channels; remove p")
+        if values["inner_bn"]:
+            check.fail(f"{where}.inner_bn", "an inverted block's expansion and projection have their BatchNorms "
+                                            "already; remove inner_bn")
     else:
         if values["mid_channels"] is not None:
             check.fail(f"{where}.mid_channels", f"only inverted blocks take mid_channels, not {values['type']}")
@@ -164,6 +177,8 @@ def _check_head(check: FieldChecker, data: Any) -> HeadSpec:
     check.boolean(values["se"], "head.se")
     check.choice(values["act"], "head.act", ACTIVATIONS)
     check.boolean(values["bn_act"], "head.bn_act")
+    if values["act"] != HeadSpec.act and values["conv_channels"] is None and not values["bn_act"]:
+        check.fail("head.act", "there is no head conv or bn_act for it to act on; remove act or add one of them")
     return HeadSpec(**values)
 
 
@@ -195,6 +210,8 @@ def spec_from_dict(data: Any, source: str = "<spec>") -> ArchSpec:
         alpha=check.number(data.get("alpha", 0.0), "alpha"),
         format_version=FORMAT_VERSION,
     )
+    if spec.alpha and all(layer.op != "bsconv_s" for layer in (spec.stem, *spec.blocks)):
+        check.fail("alpha", "it weighs the orthonormal loss of bsconv_s layers and there is none; set it to 0")
     check_size(spec, source)
     return spec
 

@@ -15,8 +15,9 @@ from fractions import Fraction
 from pathlib import Path
 
 from bsnas.arch.files import load_spec
-from bsnas.arch.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
+from bsnas.arch.spec import PADDING_FREE_STEM_FIXED, ArchSpec, BlockSpec, HeadSpec, StemSpec
 from bsnas.errors import BsnasError
+from bsnas.text import regex
 
 __all__ = ["GRAMMAR", "DefaultInput", "default_input", "get_spec", "list_models", "resolve_spec",
            "scale_channels", "zoo_family"]
@@ -118,8 +119,10 @@ def _mobilenet(version: str, width: Fraction, cifar: bool, variant: str | None) 
 
 
 def _padding_free(stem: StemSpec, blocks: list[BlockSpec]) -> tuple[StemSpec, list[BlockSpec]]:
-    """Padding-free downsampling: the stem block and a max-pool branch at every stride-2 block."""
-    stem = dataclasses.replace(stem, padding_free=True)
+    """Padding-free downsampling: the stem block (which decides its own conv, so a BSConv stem's operator goes) and
+    a max-pool branch at every stride-2 block."""
+    plain = StemSpec(out_channels=stem.out_channels)
+    stem = dataclasses.replace(stem, padding_free=True, **{key: getattr(plain, key) for key in PADDING_FREE_STEM_FIXED})
     blocks = [dataclasses.replace(b, padding_free=True) if b.stride == 2 else b for b in blocks]
     return stem, blocks
 
@@ -228,11 +231,7 @@ def list_models(pattern: str | None = None) -> list[str]:
               for v in resnet_variants]
     names += [f"{pre}resnet{d}{v}" for pre in ("", "pre") for d in _IMAGENET_RESNET_UNITS for v in resnet_variants]
     if pattern:
-        try:
-            regex = re.compile(pattern)
-        except re.error as error:
-            raise BsnasError(f"--pattern {pattern!r} is not a valid regular expression ({error}).") from None
-        names = [n for n in names if regex.search(n)]
+        names = [n for n in names if regex(pattern, "--pattern").search(n)]
     return names
 
 

@@ -22,7 +22,7 @@ from bsnas.errors import BsnasError, StorageFault, Terminated
 __all__ = ["main"]
 
 COMMANDS = ("zoo", "profile", "train", "space", "search", "worker", "report", "export", "retrain", "calibrate",
-            "latency")
+            "analyze", "latency")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -47,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
     from bsnas.errors import BsnasError
     from bsnas.search import calibrate
     from bsnas.search.budget import check_budgets, parse_budget
-    from bsnas.search.config import SearchConfig
+    from bsnas.search.config import SearchConfig, default_workers
     from bsnas.search.evaluator import ProxyEvaluator
-    from bsnas.search.workers import check_space_fits, default_workers
+    from bsnas.search.workers import check_space_fits
     from bsnas.space.load import resolve_space
-    from bsnas.train.rundir import run_path
+    from bsnas.train.rundir import make_run_dir, run_path
 
     budgets = tuple(check_budgets([parse_budget(text) for text in args.budget or ["100MFLOPs"]]))
     workers = args.workers or default_workers()
@@ -67,13 +67,12 @@ def run(args: argparse.Namespace) -> int:
     data = proxy.data()
     space = resolve_space(args.space).for_data(data.in_channels, data.image_size, data.num_classes)
     check_space_fits(space, budgets)
-    folder = run_path(args.runs_dir, args.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    setup = calibrate.Calibration(args.name, f"sqlite:///{folder / 'calibrate.db'}", args.rungs,
-                                  calibrate.CalibrationEvaluator(proxy, args.reference_epochs), workers,
-                                  max(1, default_workers() // workers))
+    folder = make_run_dir(run_path(args.runs_dir, args.name))
     specs = calibrate.candidates(space, budgets, args.candidates, args.seed, args.zoo)
-    calibrate.prepare(setup, specs)
+    setup = calibrate.Calibration(args.name, f"sqlite:///{folder / 'calibrate.db'}", args.rungs,
+                                  calibrate.CalibrationEvaluator(proxy, args.reference_epochs), tuple(specs),
+                                  workers, max(1, default_workers() // workers))
+    calibrate.prepare(setup)
     ladder = ", ".join(f"rung {r}: {proxy.train_config(r).train_subset} images x {proxy.train_config(r).epochs}"
                        for r in range(args.rungs))
     print(f"bsnas calibrate {args.name}: {plural(len(specs), 'candidate')}; {ladder}; reference: "

@@ -2,7 +2,8 @@
 ONNX file.
 
 SOURCE is a training run (its folder, or its name under --runs-dir: the trained weights of its checkpoint), a
-search (its --name: the trial that --pick names), an ArchSpec YAML file or a zoo name (the last two untrained).
+checkpoint file, a search (its --name: the trial that --pick names), an ArchSpec YAML file or a zoo name (the last
+two untrained).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from bsnas.arch.spec import ArchSpec
-from bsnas.errors import BsnasError
+from bsnas.cli.sources import ModelSource, refuse_overrides, resolve_source, source_folder
+from bsnas.errors import BsnasError, shown
+from bsnas.names import check_name
 from bsnas.search.budget import format_cost
-from bsnas.text import plural
 
 __all__ = ["add_parser", "run"]
 
@@ -24,13 +25,14 @@ _SUFFIX = {"yaml": ".yaml", "onnx": ".onnx"}
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("export", help="write an architecture as ArchSpec YAML or a model as ONNX")
     parser.add_argument("source", metavar="SOURCE",
-                        help="a training run (folder or name), a search's --name, an ArchSpec YAML file or a zoo name")
+                        help="a training run (folder or name), a checkpoint file, a search's --name, an ArchSpec YAML "
+                             "file or a zoo name")
     parser.add_argument("--format", choices=tuple(_SUFFIX), default="yaml",
                         help="yaml: the ArchSpec (default); onnx: the model, BatchNorm folded, checked with "
                              "onnx.checker and against PyTorch with onnxruntime (needs bsnas[onnx])")
     parser.add_argument("-o", "--output", default=None,
-                        help="output file (default: export.yaml / model.onnx in the run's folder; for a YAML file "
-                             "or zoo name runs/exports/<name>.yaml|.onnx)")
+                        help="output file (default: export.yaml / model.onnx in the run's folder; for a checkpoint "
+                             "file, YAML file or zoo name runs/exports/<name>.yaml|.onnx)")
     parser.add_argument("--pick", default="knee", help="of a search: max-acc, knee (default), min-cost or trial:N")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="ONNX: a fixed batch dimension (default: dynamic)")
@@ -48,43 +50,32 @@ def run(args: argparse.Namespace) -> int:
         from bsnas.deploy.onnx import require_onnx
 
         require_onnx()
-    spec, trained, folder, note = _resolve(args)
-    suffix = _SUFFIX[args.format]
+    source = _resolve(args)
     if args.output:
         output = Path(args.output)
-    elif folder is not None:
-        output = folder / ("model.onnx" if args.format == "onnx" else "export.yaml")
+    elif source.folder is not None:
+        output = source.folder / ("model.onnx" if args.format == "onnx" else "export.yaml")
     else:
-        output = Path(args.runs_dir) / "exports" / f"{spec.name}{suffix}"
+        exports = Path(args.runs_dir) / "exports"
+        name = check_name(source.spec.name, f"{shown(args.source)}: name", "the name of an exported architecture",
+                          f"it becomes the file name in {exports}/; pass -o FILE to write it elsewhere")
+        output = exports / f"{name}{_SUFFIX[args.format]}"
     if args.format == "yaml":
         from bsnas.arch.files import save_spec
 
-        save_spec(spec, output)
-        print(f"{output}: {note}", file=sys.stderr)
+        save_spec(source.spec, output)
+        print(f"{output}: {source.note}", file=sys.stderr)
     else:
-        _write_onnx(spec, folder, trained, output, args.batch_size, note)
+        _write_onnx(source, output, args.batch_size)
     print(output)
     return 0
 
 
-def _resolve(args: argparse.Namespace) -> tuple[ArchSpec, bool, Path | None, str]:
-    """(spec, whether trained weights come with it, the run folder or None, a note on where it came from)."""
-    from bsnas.train.rundir import check_checkpoint, load_checkpoint, run_path
-
-    source = args.source
-    folder = Path(source) if Path(source).is_dir() else None
-    if folder is None and _is_run_name(source):
-        candidate = run_path(args.runs_dir, source)
-        folder = candidate if candidate.is_dir() else None
-    if folder is not None and (folder / "checkpoint.pt").is_file():
-        _refuse_overrides(args, "a training run")
-        checkpoint = load_checkpoint(folder / "checkpoint.pt")
-        spec = check_checkpoint(checkpoint, folder / "checkpoint.pt")[0]
-        history = checkpoint["history"]
-        accuracy = f", val accuracy {history[-1]['val_accuracy']:.2%}" if history else ""
-        return spec, True, folder, f"{spec.name} trained {plural(checkpoint['epoch'], 'epoch')}{accuracy}"
+def _resolve(args: argparse.Namespace) -> ModelSource:
+    """The model SOURCE names; a search's is the trial --pick names, untrained."""
+    folder = source_folder(args.source, args.runs_dir)
     if folder is not None and (folder / "search.yaml").is_file():
-        _refuse_overrides(args, "a search")
+        refuse_overrides(args.source, "a search", args.num_classes, args.in_channels)
         from bsnas.search.front import pick, trial_number, trial_spec
         from bsnas.search.study import load_record
 
@@ -93,50 +84,31 @@ def _resolve(args: argparse.Namespace) -> tuple[ArchSpec, bool, Path | None, str
         spec, attrs = trial_spec(trial), trial.user_attrs
         rung, training = record.highest_training(trial) or (0, trial)
         at_rung = f" at rung {rung}" if len(record.rungs) > 1 else ""
-        return spec, False, folder, (f"trial {trial_number(trial)} ({spec.name}), val accuracy "
-                                    f"{training.values[0]:.2%}{at_rung}, {format_cost('flops', attrs.get('flops'))}, "
-                                    f"{format_cost('params', attrs.get('params'))}")
-    if folder is not None:
+        return ModelSource(spec, None, folder, (f"trial {trial_number(trial)} ({spec.name}), val accuracy "
+                                               f"{training.values[0]:.2%}{at_rung}, "
+                                               f"{format_cost('flops', attrs.get('flops'))}, "
+                                               f"{format_cost('params', attrs.get('params'))}"))
+    if folder is not None and not (folder / "checkpoint.pt").is_file():
         raise BsnasError(f"{folder}: neither a training run (checkpoint.pt) nor a search (search.yaml).")
-    from bsnas.arch.zoo import resolve_spec
-
-    try:
-        spec = resolve_spec(source, args.num_classes, args.in_channels)
-    except BsnasError as error:
-        if not _is_run_name(source):
-            raise
-        reason = str(error).splitlines()[0].removesuffix("; valid names follow this grammar:")
-        raise BsnasError(f"{source!r} is neither a run in {args.runs_dir}/ nor a zoo name ({reason}; `bsnas zoo list` "
-                         "shows the names)") from None
-    return spec, False, None, f"{spec.name} at {'x'.join(map(str, spec.input_size))}"
+    return resolve_source(args.source, args.runs_dir, args.num_classes, args.in_channels)
 
 
-def _is_run_name(text: str) -> bool:
-    from bsnas.train.rundir import RUN_NAME
-
-    return bool(RUN_NAME.fullmatch(text)) and not text.endswith((".yaml", ".yml"))
-
-
-def _refuse_overrides(args: argparse.Namespace, what: str) -> None:
-    if args.num_classes is not None or args.in_channels is not None:
-        raise BsnasError(f"--num-classes and --in-channels apply to a YAML file or zoo name; {args.source!r} is "
-                         f"{what}, whose architecture is fixed.")
-
-
-def _write_onnx(spec: ArchSpec, folder: Path | None, trained: bool, output: Path, batch_size: int | None,
-                note: str) -> None:
+def _write_onnx(source: ModelSource, output: Path, batch_size: int | None) -> None:
     import torch
 
-    from bsnas.deploy.onnx import export_onnx, export_run
+    from bsnas.deploy.onnx import export_onnx
     from bsnas.nn.build import build_model
+    from bsnas.train.rundir import load_model
 
-    if trained:
-        check = export_run(folder, output, batch_size)[1]
+    spec = source.spec
+    if source.checkpoint is not None:
+        model = load_model(source.checkpoint)
     else:
         torch.manual_seed(0)
         print(f"bsnas: note: {spec.name} has no trained weights here (initialised with seed 0): the file shows the "
               "graph and its latency; train it (`bsnas train`), then export the training run", file=sys.stderr)
-        check = export_onnx(build_model(spec), spec.input_size, output, batch_size)
+        model = build_model(spec)
+    check = export_onnx(model, spec.input_size, output, batch_size)
     batch = f"batch {batch_size}" if batch_size else "dynamic batch"
-    print(f"{output}: {note}; input {batch} x {'x'.join(map(str, spec.input_size))}, BatchNorm folded; "
+    print(f"{output}: {source.note}; input {batch} x {'x'.join(map(str, spec.input_size))}, BatchNorm folded; "
           f"{check.summary()}", file=sys.stderr)

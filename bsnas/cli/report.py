@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from bsnas.search.study import count_trials, load_record
+from bsnas.search.slots import count_trials
+from bsnas.search.study import load_record
 
 __all__ = ["add_parser", "run"]
 
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
                   "params": t.user_attrs.get("params"), "latency_ms": t.user_attrs.get("latency_ms"),
                   "zoo": t.user_attrs.get("zoo"), "knee": index == bend} for index, t in enumerate(points)]
         print(json.dumps({"run": args.run_name, "counts": count_trials(record.study), "front": front,
+                          "hypervolume": record.hypervolume(), "budget": record.budget, "unit": record.unit,
                           "csv": str(paths.csv), "plot": str(paths.plot)}, indent=2))
         return 0
     print_report(record, run_dir)

@@ -10,17 +10,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import sys
 from pathlib import Path
 
 from bsnas.arch.cost import cost
 from bsnas.deploy.onnx import export_run, require_onnx
 from bsnas.errors import BsnasError
+from bsnas.names import check_name
 from bsnas.report.tables import table_console
 from bsnas.search.budget import format_cost
 from bsnas.search.study import load_record
-from bsnas.text import plural
+from bsnas.text import plural, regex
 from bsnas.train.rundir import run_path
 
 __all__ = ["add_parser", "run", "retrain_spec"]
@@ -56,6 +56,12 @@ def retrain_spec(spec, run_path: Path, data, data_config, config, quiet: bool = 
     return train_in_run_dir(run_dir, spec, config, data, data_config, checkpoint, quiet).to_dict()
 
 
+def _run_folder(root: Path, spec, number: int | None) -> Path:
+    """The run folder of one retraining, named after its architecture (a name by the rule of `bsnas.names`)."""
+    where = "zoo model" if number is None else f"trial {number}"
+    return root / check_name(spec.name, f"{where}: name", "a trial name", f"it names its run folder in {root}/")
+
+
 def _zoo_baselines(record, pattern: str | None) -> list[str]:
     """Zoo models of the warm start (they fit the budget): those matching `pattern`, else the most accurate one at
     the top rung (at rung 0 when none got there)."""
@@ -67,11 +73,7 @@ def _zoo_baselines(record, pattern: str | None) -> list[str]:
     if pattern == "none":
         return []
     if pattern:
-        try:
-            regex = re.compile(pattern)
-        except re.error as error:
-            raise BsnasError(f"--zoo {pattern!r} is not a valid regular expression ({error}).") from None
-        return sorted({t.user_attrs["zoo"] for t in zoo if regex.search(t.user_attrs["zoo"])})
+        return sorted({t.user_attrs["zoo"] for t in zoo if regex(pattern, "--zoo").search(t.user_attrs["zoo"])})
     found = record.best_zoo()
     best = found[1] if found else max(zoo, key=lambda t: t.values[0], default=None)
     return [] if best is None else [best.user_attrs["zoo"]]
@@ -111,9 +113,9 @@ def _run(args: argparse.Namespace, session) -> int:
     entries += [("zoo", get_spec(name, data.num_classes, data.in_channels, data.image_size), None)
                 for name in _zoo_baselines(record, args.zoo) if name not in {spec.name for _, spec, _ in entries}]
     root = run_path(args.runs_dir, args.run_name) / "retrain"
+    folders = [_run_folder(root, spec, number) for _, spec, number in entries]  # every name checked before training
     rows = []
-    for index, (kind, spec, number) in enumerate(entries, 1):
-        folder = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.name)
+    for index, ((kind, spec, number), folder) in enumerate(zip(entries, folders, strict=True), 1):
         if session.is_main:
             print(f"[{index}/{len(entries)}] {kind} {spec.name}: {plural(config.epochs, 'epoch')} in {folder}",
                   file=sys.stderr)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -13,12 +12,14 @@ from bsnas.arch.spec import ArchSpec
 from bsnas.arch.zoo import resolve_spec
 from bsnas.deploy.onnx import export_run, require_onnx
 from bsnas.errors import BsnasError
+from bsnas.names import name_from
 from bsnas.search.reproduce import parse_trial_source, trial_training
 from bsnas.search.study import load_record
 from bsnas.text import plural
 from bsnas.train import distributed
 from bsnas.train.config import PRESETS, describe_preset, preset
 from bsnas.train.data import DATASETS, DataConfig, load_data
+from bsnas.train.loop import resolve_device
 from bsnas.train.rundir import RunDir, run_path, train_in_run_dir
 
 __all__ = ["add_parser", "run"]
@@ -92,7 +93,7 @@ def _reproduce(args: argparse.Namespace, session: distributed.Session, run_name:
 
 def _default_name(model: str, dataset: str, preset_name: str) -> str:
     stem = Path(model).stem if model.endswith((".yaml", ".yml")) else model
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}-{dataset.partition(':')[0]}-{preset_name}")
+    return name_from(f"{stem}-{dataset.partition(':')[0]}-{preset_name}")
 
 
 def _fit_to_data(spec: ArchSpec, model: str, data) -> ArchSpec:
@@ -139,6 +140,7 @@ def _run(args: argparse.Namespace, session: distributed.Session) -> int:
         )
         changes = {field: getattr(args, flag) for flag, field in TRAIN_FLAGS.items() if getattr(args, flag) is not None}
         config = preset(preset_name, **changes)  # bad flags fail before the data load
+        resolve_device(config.device)
         spec = resolve_spec(args.model)
         data = load_data(data_config)
         spec = _fit_to_data(spec, args.model, data)

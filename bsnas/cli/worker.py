@@ -27,10 +27,12 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bsnas.cli.search import parse_duration
+    from bsnas.search.config import default_workers
     from bsnas.search.evaluator import ProxyEvaluator
+    from bsnas.search.slots import count_trials
     from bsnas.search.storage import redact_url
-    from bsnas.search.study import count_trials, join_study
-    from bsnas.search.workers import default_workers, run_workers
+    from bsnas.search.study import join_study
+    from bsnas.search.workers import run_workers
 
     changes = {key: value for key, value in (("threads", args.threads), ("device", args.device),
                                              ("data_root", args.data_root)) if value is not None}

@@ -20,7 +20,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from bsnas.arch import plan as p
+from bsnas.arch import plan as nodes
 from bsnas.arch.plan import plan_operator
 from bsnas.arch.spec import ArchSpec
 from bsnas.arch.zoo import get_spec
@@ -30,16 +30,16 @@ __all__ = ["Network", "build_model", "build_node", "create_conv", "create_model"
 
 # container role -> module class (the role names what it holds; the wiring is the container's)
 _ROLES = {
-    p.Seq: {"bsconv_u": layers.BSConvU, "bsconv_s": layers.BSConvS, "dsc": layers.DepthwiseSeparableConv,
+    nodes.Seq: {"bsconv_u": layers.BSConvU, "bsconv_s": layers.BSConvS, "dsc": layers.DepthwiseSeparableConv,
             "padding_free_stem": layers.PaddingFreeStem},
-    p.Sum: {"maxpool_branch": layers.MaxPoolBranch},
-    p.Concat: {},
-    p.Gate: {"se": layers.SqueezeExcite},
+    nodes.Sum: {"maxpool_branch": layers.MaxPoolBranch},
+    nodes.Concat: {},
+    nodes.Gate: {"se": layers.SqueezeExcite},
 }
-_CONTAINERS = {p.Seq: layers.Seq, p.Sum: layers.Sum, p.Concat: layers.Concat, p.Gate: layers.Gate}
+_CONTAINERS = {nodes.Seq: layers.Seq, nodes.Sum: layers.Sum, nodes.Concat: layers.Concat, nodes.Gate: layers.Gate}
 
 
-def _conv(node: p.Conv) -> nn.Conv2d:
+def _conv(node: nodes.Conv) -> nn.Conv2d:
     if node.orthonormal:
         return layers.OrthonormalConv1x1(node.in_channels, node.out_channels)
     return nn.Conv2d(node.in_channels, node.out_channels, node.kernel_size, node.stride, node.padding, node.dilation,
@@ -47,26 +47,26 @@ def _conv(node: p.Conv) -> nn.Conv2d:
 
 
 _LEAVES = {
-    p.Conv: _conv,
-    p.BatchNorm: lambda node: nn.BatchNorm2d(node.channels),
-    p.Act: lambda node: layers.create_act(node.kind),
-    p.MaxPool: lambda node: nn.MaxPool2d(node.kernel_size, node.stride, node.padding),
-    p.GlobalPool: lambda node: nn.AdaptiveAvgPool2d(1),
-    p.Flatten: lambda node: nn.Flatten(1),
-    p.Linear: lambda node: nn.Linear(node.in_features, node.out_features, node.bias),
-    p.Identity: lambda node: nn.Identity(),
+    nodes.Conv: _conv,
+    nodes.BatchNorm: lambda node: nn.BatchNorm2d(node.channels),
+    nodes.Act: lambda node: layers.create_act(node.kind),
+    nodes.MaxPool: lambda node: nn.MaxPool2d(node.kernel_size, node.stride, node.padding),
+    nodes.GlobalPool: lambda node: nn.AdaptiveAvgPool2d(1),
+    nodes.Flatten: lambda node: nn.Flatten(1),
+    nodes.Linear: lambda node: nn.Linear(node.in_features, node.out_features, node.bias),
+    nodes.Identity: lambda node: nn.Identity(),
 }
 
 
-def build_node(node: p.Node) -> nn.Module:
+def build_node(node: nodes.Node) -> nn.Module:
     """The module of one plan node (and of everything inside it)."""
     kind = type(node)
     if kind in _LEAVES:
         return _LEAVES[kind](node)
     module = _ROLES[kind].get(node.role, _CONTAINERS[kind])
-    if kind is p.Gate:
+    if kind is nodes.Gate:
         return module(build_node(node.body))
-    children = node.children if kind is p.Seq else node.branches
+    children = node.children if kind is nodes.Seq else node.branches
     return module(OrderedDict((name, build_node(child)) for name, child in children))
 
 
@@ -78,7 +78,7 @@ class Network(nn.Module):
 
     def __init__(self, spec: ArchSpec):
         super().__init__()
-        network = p.plan(spec)
+        network = nodes.plan(spec)
         self.spec = spec
         self.alpha = spec.alpha
         self.input_bn = build_node(network.input_bn)

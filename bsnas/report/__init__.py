@@ -23,6 +23,6 @@ class ReportPaths:
 def write_report(record: SearchRecord, run_dir: str | Path) -> ReportPaths:
     """trials.csv, pareto/*.yaml and pareto.png under `run_dir`."""
     run_dir = Path(run_dir)
+    exported = export_front(record, run_dir / "pareto")  # first: it refuses trial names that are not file names
     return ReportPaths(csv=write_trials_csv(record, run_dir / "trials.csv"), pareto_dir=run_dir / "pareto",
-                       plot=plot_front(record, run_dir / "pareto.png"),
-                       exported=export_front(record, run_dir / "pareto"))
+                       plot=plot_front(record, run_dir / "pareto.png"), exported=exported)

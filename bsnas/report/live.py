@@ -7,7 +7,7 @@ import sys
 import time
 
 from bsnas.search.front import SearchRecord, trial_number, trial_spec
-from bsnas.search.study import count_trials
+from bsnas.search.slots import count_trials
 
 __all__ = ["SearchProgress"]
 

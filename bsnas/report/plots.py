@@ -10,7 +10,7 @@ from bsnas.search.budget import format_cost
 from bsnas.search.front import SearchRecord, knee, trial_number
 from bsnas.search.promotion import results
 
-__all__ = ["plot_front"]
+__all__ = ["plot_front", "save_figure"]
 
 
 def plot_front(record: SearchRecord, path: str | Path) -> Path:
@@ -72,6 +72,13 @@ def plot_front(record: SearchRecord, path: str | Path) -> Path:
     axes.set_title(f"bsnas search {record.name}: {trials} trials, {len(trained)} trainings")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
+    return save_figure(figure, path)
+
+
+def save_figure(figure, path: str | Path) -> Path:
+    """Lay out `figure`, write it to `path` (making its folder) and close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()

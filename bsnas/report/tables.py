@@ -8,7 +8,7 @@ from bsnas.search.budget import format_cost
 from bsnas.search.front import SearchRecord, knee, trial_number, trial_spec
 from bsnas.text import plural
 
-__all__ = ["front_table", "print_report", "table_console", "zoo_line"]
+__all__ = ["front_table", "hypervolume_line", "print_report", "table_console", "zoo_line"]
 
 
 def table_console(file=None):
@@ -67,16 +67,28 @@ def zoo_line(record: SearchRecord) -> str | None:
             f"{format_cost('flops', zoo.user_attrs.get('flops'))}{dominated}")
 
 
+def hypervolume_line(record: SearchRecord) -> str:
+    """The front's hypervolume, or why there is none (no budget on the objective's cost for its reference)."""
+    value = record.hypervolume()
+    if value is None:
+        return (f"hypervolume: none (no --budget on the objective's cost, {record.objective}, to put the reference "
+                "point at)")
+    rung = f"rung {record.top}" if len(record.rungs) > 1 else "the proxy"
+    return (f"hypervolume of the front: {value:.4f} (val accuracy at {rung} x {record.unit} as a share of the "
+            f"budget {record.budget:g} {record.unit}; reference: the budget, accuracy 0; 1 is the ideal)")
+
+
 def print_report(record: SearchRecord, run_dir: Path, stream=None) -> None:
     """Write trials.csv, pareto/*.yaml and pareto.png and print the front table and a summary."""
     from bsnas.report import write_report
-    from bsnas.search.study import count_trials
+    from bsnas.search.slots import count_trials
 
     paths = write_report(record, run_dir)
     console = table_console(stream)
     console.print(front_table(record))
     if line := zoo_line(record):
         console.print(line, highlight=False, soft_wrap=True)
+    console.print(hypervolume_line(record), highlight=False, soft_wrap=True)
     counts = count_trials(record.study)
     share = counts["feasible"] / counts["complete"] if counts["complete"] else 0.0
     trainings = sum(len(r) for r in record.trainings().values())

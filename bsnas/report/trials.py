@@ -11,6 +11,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from bsnas.arch.files import save_spec
+from bsnas.names import check_name
 from bsnas.search.front import SearchRecord, trial_number, trial_spec
 
 __all__ = ["CSV_COLUMNS", "export_front", "write_trials_csv"]
@@ -20,17 +21,19 @@ CSV_COLUMNS = ("number", "state", "status", "name", "zoo", "val_accuracy", "cost
                "seed", "threads", "torch", "worker", "reason")
 
 
-def _file_name(trial: FrozenTrial) -> str:
-    return f"trial{trial_number(trial):04d}_{trial_spec(trial).name}.yaml"
-
-
 def export_front(record: SearchRecord, folder: str | Path) -> list[Path]:
-    """Write one ArchSpec YAML per front point into `folder` (replacing the YAMLs already there)."""
+    """Write one ArchSpec YAML per front point into `folder` (replacing the YAMLs already there), named
+    `trial<N>_<name>.yaml`; a trial name that breaks the rule of `bsnas.names` is refused before any is written."""
     folder = Path(folder)
+    files = []
+    for point in record.front():
+        spec, number = trial_spec(point), trial_number(point)
+        name = check_name(spec.name, f"trial {number}: name", "a trial name", f"it names its file in {folder}/")
+        files.append((spec, folder / f"trial{number:04d}_{name}.yaml"))
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.yaml"):
         old.unlink()
-    return [save_spec(trial_spec(point), folder / _file_name(point)) for point in record.front()]
+    return [save_spec(spec, path) for spec, path in files]
 
 
 def _row(trial: FrozenTrial, front: set[int], trainings: dict, rungs: int) -> dict[str, Any]:

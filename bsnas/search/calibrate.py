@@ -3,10 +3,11 @@ compare the rankings (`bsnas calibrate`).
 
 Candidates are K feasible random points of a space (shrunk into the budget as the search does) plus the zoo
 models that are points of it. Every (candidate, rung) and every reference training is a ticket of a study in
-`runs/<RUN>/calibrate.db` (`<RUN>.rung<r>`, `<RUN>.reference`), queued up front and taken by the workers, so a
-run can be killed and resumed without training anything twice. The report ranks the rungs against the
-reference by Kendall's tau and Spearman's rho, beside FLOPs and parameters as the trivial predictors (strong
-baselines in the literature), over all candidates and per cost range.
+`runs/<RUN>/calibrate.db` (`<RUN>.rung<r>`, `<RUN>.reference`), queued up front and run by the workers through
+the search's scheduler (`bsnas.search.scheduler`: one owner per candidate and study, dead workers' tickets
+recovered and queued again), so a run can be killed and resumed without training anything twice. The report
+ranks the rungs against the reference by Kendall's tau and Spearman's rho, beside FLOPs and parameters as the
+trivial predictors (strong baselines in the literature), over all candidates and per cost range.
 """
 
 from __future__ import annotations
@@ -15,25 +16,29 @@ import dataclasses
 import json
 import math
 import random
-import time
 from dataclasses import dataclass
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
+from bsnas.arch.cost import cost
 from bsnas.arch.spec import ArchSpec, spec_hash, spec_to_dict
 from bsnas.arch.zoo import get_spec
 from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget
 from bsnas.search.candidate import measure_candidate
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
-from bsnas.search.processes import run_processes
+from bsnas.search.logs import quiet_optuna
+from bsnas.search.processes import STORAGE_LOST, run_processes
 from bsnas.search.promotion import results
-from bsnas.search.rungs import open_rung_study, queue_ticket, run_queued_ticket
-from bsnas.search.storage import open_storage
-from bsnas.search.study import quiet_optuna, zoo_slots
+from bsnas.search.rungs import TICKET_KEY, open_rung_study, ticket_queue, training_job
+from bsnas.search.scheduler import NO_DEADLINE, JobQueue, work
+from bsnas.search.storage import guard_storage, open_storage, storage_lost
+from bsnas.search.warm_start import zoo_slots
 from bsnas.space.decode import SearchSpace
 from bsnas.text import setting_changes
+from bsnas.train.config import preset
 
 __all__ = ["REFERENCE", "CalibrationEvaluator", "Calibration", "candidates", "collect", "correlations",
            "kendall_tau", "prepare", "progress", "run", "spearman_rho"]
@@ -53,8 +58,6 @@ class CalibrationEvaluator:
         """The `TrainConfig` of a rung, or of the reference (rung `REFERENCE`)."""
         if rung != REFERENCE:
             return self.proxy.train_config(rung)
-        from bsnas.train.config import preset
-
         return preset("paper", epochs=self.reference_epochs, final_test=False, device=self.proxy.device,
                       seed=self.proxy.seed)
 
@@ -86,20 +89,35 @@ def candidates(space: SearchSpace, budgets: tuple[Budget, ...], count: int, seed
 
 @dataclass(frozen=True)
 class Calibration:
-    """Where a calibration lives and what it trains."""
+    """Where a calibration lives, what it trains (`specs`, each at every rung and with the reference) and how."""
 
     name: str
     storage_url: str
     rungs: int
     evaluator: CalibrationEvaluator
+    specs: tuple[ArchSpec, ...] = ()
     workers: int = 1
     threads: int = 1
     heartbeat_s: int = 10
+
+    @property
+    def levels(self) -> list[int]:
+        """The rung of every study of `studies()`: 0, 1, ..., then `REFERENCE`."""
+        return [*range(self.rungs), REFERENCE]
 
     def studies(self, storage) -> list[optuna.Study]:
         """The rung studies, then the reference study (last)."""
         return [*(open_rung_study(storage, self.name, rung) for rung in range(self.rungs)),
                 open_rung_study(storage, self.name, REFERENCE, label="reference")]
+
+    def tickets(self) -> list[dict]:
+        """The attributes of every candidate's ticket (the same in every study)."""
+        found = []
+        for spec in self.specs:
+            flops, params = cost(spec)
+            found.append({"spec": json.dumps(spec_to_dict(spec)), TICKET_KEY: spec_hash(spec), "flops": flops,
+                          "params": params, "cost": flops / 1e6})
+        return found
 
 
 def _check_training(study: optuna.Study, training: dict) -> None:
@@ -113,52 +131,59 @@ def _check_training(study: optuna.Study, training: dict) -> None:
                          "another --name.")
 
 
-def prepare(calibration: Calibration, specs: list[ArchSpec]) -> None:
+def _queue_missing(queues: list[JobQueue], tickets: list[dict]) -> bool:
+    """Queue every candidate's training in every study that no ticket owns (or that was given up); returns whether
+    anything was queued."""
+    queued = False
+    for queue in queues:
+        jobs = queue.jobs()
+        for ticket in tickets:
+            if not queue.settled(ticket[TICKET_KEY], jobs):
+                queue.put(ticket)
+                queued = True
+    return queued
+
+
+def prepare(calibration: Calibration) -> None:
     """Queue one training of every candidate in every study (those already there are kept); a resumed calibration
     must keep the training settings of every study."""
-    from bsnas.arch.cost import cost
-
     quiet_optuna()
     storage = open_storage(calibration.storage_url, calibration.heartbeat_s)
     studies = calibration.studies(storage)
-    for rung, study in zip([*range(calibration.rungs), REFERENCE], studies, strict=True):
+    for rung, study in zip(calibration.levels, studies, strict=True):
         _check_training(study, json.loads(json.dumps(dataclasses.asdict(calibration.evaluator.training(rung)))))
-    for study in studies:
-        held = {t.user_attrs.get("spec_hash") for t in study.get_trials(deepcopy=False)
-                if t.state != TrialState.PRUNED and not (t.state == TrialState.FAIL
-                                                         and t.user_attrs.get("status") == "training")}
-        for spec in specs:
-            if spec_hash(spec) not in held:
-                flops, params = cost(spec)
-                queue_ticket(study, {"spec": json.dumps(spec_to_dict(spec)), "spec_hash": spec_hash(spec),
-                                     "flops": flops, "params": params, "cost": flops / 1e6})
+    _queue_missing([ticket_queue(study, storage) for study in studies], calibration.tickets())
 
 
 def _worker(calibration: Calibration) -> None:
-    import torch
-
+    """Train queued tickets, the reference (longest) first, then the rungs from the top, so the work ends together;
+    a ticket a dead worker left is queued again."""
     torch.set_num_threads(calibration.threads)
     quiet_optuna()
+    with guard_storage(calibration.storage_url):
+        _work(calibration)
+
+
+def _work(calibration: Calibration) -> None:
     storage = open_storage(calibration.storage_url, calibration.heartbeat_s)
-    studies = calibration.studies(storage)
-    while True:
-        for study in studies:
-            optuna.storages.fail_stale_trials(study)
-        queued = next((s for s in reversed(studies) if s.get_trials(deepcopy=False, states=(TrialState.WAITING,))),
-                      None)  # the reference (longest) first, then the rungs from the top: the work ends together
-        if queued is not None:
-            run_queued_ticket(queued, calibration.evaluator, calibration.evaluator.proxy.seed)
-        elif any(s.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) for s in studies):
-            time.sleep(calibration.heartbeat_s)
-        else:
-            return
+    queues = [ticket_queue(study, storage) for study in calibration.studies(storage)]
+    trainings = [training_job(calibration.evaluator, calibration.evaluator.proxy.seed, rung)
+                 for rung in calibration.levels]
+    tickets = calibration.tickets()
+
+    def queued() -> bool:
+        waiting = next((i for i in reversed(range(len(queues))) if queues[i].has(TrialState.WAITING)), None)
+        if waiting is not None:
+            queues[waiting].run_next(trainings[waiting])
+        return waiting is not None
+
+    work(queues, [queued, lambda: _queue_missing(queues, tickets)], NO_DEADLINE, calibration.heartbeat_s)
 
 
 def progress(calibration: Calibration, studies: list[optuna.Study]) -> str:
     """Finished trainings per study of `calibration.studies()`, e.g. `rung 0 18/18, rung 1 5/18, reference 12/18`."""
     labels = [f"rung {rung}" for rung in range(calibration.rungs)] + ["reference"]
-    return ", ".join(f"{label} {len(results(study))}/"
-                     f"{len({t.user_attrs.get('spec_hash') for t in study.get_trials(deepcopy=False)})}"
+    return ", ".join(f"{label} {len(results(study))}/{len(calibration.specs)}"
                      for label, study in zip(labels, studies, strict=True))
 
 
@@ -173,7 +198,11 @@ def run(calibration: Calibration, report=None, every_s: float = 30.0) -> int:
         if report is not None and (line := progress(calibration, studies)) != shown:
             report(shown := line)
 
-    return run_processes(_worker, [(calibration,)] * calibration.workers, "bsnas-calibrate", every_s, show)
+    with guard_storage(calibration.storage_url):
+        codes = run_processes(_worker, [(calibration,)] * calibration.workers, "bsnas-calibrate", every_s, show)
+    if STORAGE_LOST in codes:
+        raise storage_lost(calibration.storage_url)
+    return sum(code != 0 for code in codes)
 
 
 def _ranks(values: list[float]) -> list[float]:

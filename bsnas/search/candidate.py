@@ -8,9 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from bsnas.arch.cost import cost
 from bsnas.arch.plan import PlanError
 from bsnas.arch.spec import ArchSpec
+from bsnas.deploy.onnx import measure_onnx_latency
+from bsnas.nn.build import build_model
+from bsnas.nn.profile import measure_latency
 from bsnas.search.budget import Budget, format_cost
 from bsnas.space.decode import SearchSpace
 
@@ -48,16 +53,9 @@ def over_budget(candidate_costs: dict[str, float | None], budgets: tuple[Budget,
 def measure_latency_ms(spec: ArchSpec, device: str = "cpu", backend: str = "torch") -> float:
     """Median forward time of one image (batch 1, eval mode) with this process's torch threads: PyTorch on `device`,
     or onnxruntime on the CPU (the exported file as a deployment runs it)."""
-    import torch
-
-    from bsnas.nn.build import build_model
-    from bsnas.nn.profile import measure_latency
-
     model = build_model(spec)
     threads = torch.get_num_threads()
     if backend == "onnxruntime":
-        from bsnas.deploy.onnx import measure_onnx_latency
-
         return measure_onnx_latency(model, spec.input_size, 1, threads, warmup=3, repeats=15).median_ms
     result = measure_latency(model, spec.input_size, 1, device if device != "auto" else "cpu", threads=threads,
                              warmup=3, repeats=15)

@@ -4,25 +4,42 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bsnas.errors import BsnasError
 from bsnas.search.budget import COST_KINDS, Budget
+from bsnas.search.rungs import RUNG_STUDY
 from bsnas.search.storage import HEARTBEAT_S, redact_url
+from bsnas.text import regex
+from bsnas.train.config import MAX_SEED
+from bsnas.train.loop import resolve_device
 from bsnas.train.rundir import run_path
 
-__all__ = ["SAMPLERS", "COST_UNITS", "SETTINGS_BEFORE", "SearchConfig", "config_from_dict", "cost_value"]
+__all__ = ["DEFAULT_ETA", "DEFAULT_RUNGS", "DEFAULT_SPACE", "DEFAULT_TRIALS", "SAMPLERS", "COST_UNITS",
+           "default_workers", "SETTINGS_BEFORE", "SearchConfig", "config_from_dict", "cost_value"]
 
 SAMPLERS = ("auto", "nsga2", "evolution", "tpe", "random")
 # Settings that studies made before the setting existed do not hold, with the value those studies ran with.
 SETTINGS_BEFORE = {"augment": False, "latency_table": False}
 MULTI_FIDELITY_IMAGES = 1000  # rung 0's training images when --rungs > 1 and no --proxy-images (see the README)
 DEFAULT_RUNGS, DEFAULT_ETA = 5, 3  # the ladder of `bsnas search` and `bsnas calibrate` (see the README)
+DEFAULT_TRIALS = 50  # trials of a search given neither --trials nor --timeout
+DEFAULT_SPACE = "mobilenet"
 LATENCY_BACKENDS = ("torch", "onnxruntime")
 COST_UNITS = {"flops": ("MFLOPs", 1e-6), "params": ("Mparams", 1e-6), "latency": ("ms", 1.0)}
+
+
+def default_workers(device: str = "cpu") -> int:
+    """One single-thread worker per CPU core on CPU; one worker on a GPU."""
+    if device.startswith("cuda"):
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def cost_value(kind: str, value: float) -> float:
@@ -36,17 +53,18 @@ class SearchConfig:
     `to_dict` shows it redacted."""
 
     name: str
-    space_file: str
     budgets: tuple[Budget, ...]
+    space_file: str = DEFAULT_SPACE  # a shipped space's name or a space file
     objective: str = "flops"  # flops | latency | params
     latency_backend: str = "torch"  # torch | onnxruntime: how a latency objective or budget is measured
     latency_table: str | None = None  # a `bsnas latency build` table of this machine: latency summed, not measured
     sampler: str = "auto"  # auto: nsga2 for a single-fidelity search, evolution with rungs (see `sampler_name`)
-    trials: int | None = 60  # complete trials of the study (resuming continues up to this count)
+    trials: int | None = None  # trials of the study (a resumed study goes on to it); None: DEFAULT_TRIALS, or with a
+    # timeout as many as it allows
     timeout: float | None = None  # seconds of this invocation: no trial starts after it
     storage: str | None = None  # Optuna RDB URL; default sqlite:///runs/<name>/study.db
     runs_dir: str = "runs"
-    workers: int = 1
+    workers: int | None = None  # worker processes; None: `default_workers(device)`
     seed: int = 0  # seeds the sampler and every trial's training
     dataset: str = "fashion-mnist"
     data_root: str | None = None
@@ -59,12 +77,15 @@ class SearchConfig:
     population: int = 16  # NSGA-II population size
     threads: int | None = None  # torch threads per worker; None: cores // workers
     heartbeat_s: int = HEARTBEAT_S  # seconds between a worker's heartbeats; a dead worker's trial is failed after four
-    rungs: int = 1  # fidelity rungs: rung r trains eta**r times longer than rung 0 (1: single-fidelity)
+    rungs: int = DEFAULT_RUNGS  # fidelity rungs: rung r trains eta**r times longer than rung 0 (1: single-fidelity)
     augment: bool | None = None  # rung trainings with the final training's crop and flip; None: with rungs > 1
     eta: int = DEFAULT_ETA  # the top 1/eta of a rung (per cost bin) is promoted to a rung eta times longer
 
     def __post_init__(self) -> None:
         run_path(self.runs_dir, self.name)  # a name that stays inside the runs folder
+        if RUNG_STUDY.search(self.name):
+            raise BsnasError(f"--name {self.name!r}: names ending in .rung<N> or .reference are the studies of a "
+                             "search's rungs; give another --name.")
         if self.objective not in COST_KINDS:
             raise BsnasError(f"--objective {self.objective!r} is not one of {', '.join(COST_KINDS)}.")
         if self.latency_backend not in LATENCY_BACKENDS:
@@ -79,15 +100,18 @@ class SearchConfig:
         if self.sampler not in SAMPLERS:
             raise BsnasError(f"--sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}.")
         if self.trials is None and self.timeout is None:
-            raise BsnasError("give --trials N or --timeout, or both.")
+            object.__setattr__(self, "trials", DEFAULT_TRIALS)
+        if self.workers is None:
+            object.__setattr__(self, "workers", default_workers(self.device))
         limits = {"trials": (1, 10**6), "workers": (1, 256), "threads": (1, 1024), "population": (2, 10**4),
                   "proxy_epochs": (1, 10**4), "proxy_images": (1, 10**8), "proxy_val": (1, 10**8), "rungs": (1, 8),
-                  "eta": (2, 10)}
+                  "eta": (2, 10), "seed": (0, MAX_SEED)}
         for name, (low, high) in limits.items():
             value = getattr(self, name)
             if value is not None and (type(value) is not int or not low <= value <= high):
                 raise BsnasError(f"--{name.replace('_', '-')} must be a whole number from {low} to {high}, "
                                  f"got {value!r}.")
+        resolve_device(self.device)  # auto, cpu, cuda or cuda:N, and a CUDA device only where torch sees one
         if self.augment not in (None, True, False):
             raise BsnasError(f"augment must be true, false or unset, got {self.augment!r}.")
         if self.timeout is not None and not 0 < self.timeout < math.inf:
@@ -95,10 +119,7 @@ class SearchConfig:
         if type(self.heartbeat_s) is not int or not 1 <= self.heartbeat_s <= 3600:
             raise BsnasError(f"--heartbeat must be a whole number of seconds from 1 to 3600, got {self.heartbeat_s!r}.")
         if self.zoo_pattern is not None:
-            try:
-                re.compile(self.zoo_pattern)
-            except re.error as error:
-                raise BsnasError(f"--zoo {self.zoo_pattern!r} is not a valid regular expression ({error}).") from None
+            regex(self.zoo_pattern, "--zoo")
 
     def _check_latency_table(self) -> None:
         """A table is for a search that costs latency, on the CPU, and must be of this machine, backend and (when

@@ -11,14 +11,20 @@ from __future__ import annotations
 import dataclasses
 import gc
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
 
 from bsnas.arch.spec import ArchSpec
-from bsnas.search.config import SearchConfig
+from bsnas.nn.build import build_model
+from bsnas.train.config import preset
+from bsnas.train.data import DataConfig, load_data
+from bsnas.train.loop import train
 
-__all__ = ["Evaluation", "ProxyEvaluator", "TRAINING_FAILURES"]
+if TYPE_CHECKING:
+    from bsnas.search.config import SearchConfig
 
-TRAINING_FAILURES = ("diverged", "out_of_memory")
+__all__ = ["Evaluation", "ProxyEvaluator"]
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,6 @@ class ProxyEvaluator:
 
     def data(self):
         """The dataset, loaded once per process."""
-        from bsnas.train.data import DataConfig, load_data
-
         key = (self.dataset, self.data_root)
         if key not in _DATA_CACHE:
             _DATA_CACHE[key] = load_data(DataConfig(dataset=self.dataset, data_root=self.data_root))
@@ -71,8 +75,6 @@ class ProxyEvaluator:
         """The training of `rung`: the proxy preset (with this evaluator's changes) at rung 0; each rung above
         trains on `eta` times more images, and once they are all in use, for more epochs. Validation grows with
         the rung too (less noise where candidates are closer), up to the whole split."""
-        from bsnas.train.config import preset
-
         data = self.data()
         base = preset("proxy", device=self.device, seed=self.seed,
                       **{name: value for name, value in (("epochs", self.epochs), ("train_subset", self.images),
@@ -93,11 +95,6 @@ class ProxyEvaluator:
     def train_with(self, spec: ArchSpec, config) -> Evaluation:
         """Train `spec` on this evaluator's data with `config` (seeded weights), scored on validation; running out
         of memory is an Evaluation with status out_of_memory, not an exception."""
-        import torch
-
-        from bsnas.nn.build import build_model
-        from bsnas.train.loop import train
-
         try:
             torch.manual_seed(config.seed)  # the initial weights, so that a trial can be reproduced
             result = train(build_model(spec), self.data(), config)
@@ -113,8 +110,6 @@ class ProxyEvaluator:
 
 def _out_of_memory(error: BaseException) -> bool:
     """CUDA raises OutOfMemoryError; the CPU allocator a RuntimeError that says it cannot allocate."""
-    import torch
-
     message = str(error)
     return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in message \
         or "out of memory" in message
@@ -122,8 +117,6 @@ def _out_of_memory(error: BaseException) -> bool:
 
 def _free_memory() -> None:
     """Give back what a failed training held, so that the next candidate starts clean."""
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

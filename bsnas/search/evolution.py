@@ -9,9 +9,9 @@ evolution follows what the longest trainings say, not the rung-0 bias, and still
 
 Once there is a parent, each new candidate is a mutation with probability `rate` (else a random sample): a
 parent drawn uniformly among the bins' bests keeps all its choices but one to `MAX_MUTATIONS` drawn uniformly,
-which take another allowed value; fields that the changed choices make appear are sampled at random. Zoo slots
-(fixed parameters) are never touched. A trial's parent and mutated fields are kept in its attributes (`parent`,
-`mutated`).
+which take another allowed value; fields that the changed choices make appear are sampled at random.
+Parameters fixed in a queued trial (zoo slots) never reach the sampler, so they are never touched. A trial's
+parent and mutated fields are kept in its attributes (`parent`, `mutated`).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
         self._rate = rate
         self._rng = random.Random(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
-        self._plans: dict[int, tuple[int, dict[str, Any], list[str]]] = {}
+        self._plans: dict[int, tuple[int, dict[str, Any], list[str]] | None] = {}
 
     def reseed_rng(self) -> None:
         self._rng.seed()
@@ -83,18 +83,21 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
         plan = self._plans.get(number)
         return None if plan is None else (plan[0], plan[2])
 
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.system_attrs.get("fixed_params") or self._rng.random() >= self._rate:
-            return
-        parents = self._parents()
-        if not parents:
-            return
-        number = self._rng.choice(parents)
-        params = next((t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                       if t.number == number), None)
-        if params:
-            mutated = self._rng.sample(sorted(params), k=min(len(params), self._rng.randint(1, MAX_MUTATIONS)))
-            self._plans[trial.number] = (number, params, mutated)
+    def _plan(self, study: optuna.Study, trial: FrozenTrial) -> tuple[int, dict[str, Any], list[str]] | None:
+        """The trial's mutation, decided at its first sampled parameter (a trial whose parameters are all fixed,
+        a zoo slot or a retried trial, never asks, so it is never planned): with probability `rate` a parent and
+        1 to `MAX_MUTATIONS` of its choices to change."""
+        if trial.number not in self._plans:
+            self._plans[trial.number] = None
+            parents = self._parents() if self._rng.random() < self._rate else []
+            if parents:
+                number = self._rng.choice(parents)
+                params = next((t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                               if t.number == number), None)
+                if params:
+                    mutated = self._rng.sample(sorted(params), k=min(len(params), self._rng.randint(1, MAX_MUTATIONS)))
+                    self._plans[trial.number] = (number, params, mutated)
+        return self._plans[trial.number]
 
     def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
         return {}
@@ -104,7 +107,7 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        plan = self._plans.get(trial.number)
+        plan = self._plan(study, trial)
         if plan is not None and param_name in plan[1] and _allowed(param_distribution, plan[1][param_name]):
             value = plan[1][param_name]
             if param_name not in plan[2]:

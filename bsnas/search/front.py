@@ -19,6 +19,8 @@ from optuna.trial import FrozenTrial, TrialState
 from bsnas.arch.spec import ArchSpec
 from bsnas.arch.validate import spec_from_dict
 from bsnas.errors import BsnasError
+from bsnas.search.config import cost_value
+from bsnas.search.hypervolume import hypervolume
 from bsnas.search.promotion import best_first, results, top_rung
 
 __all__ = ["PICKS", "SearchRecord", "best_zoo", "knee", "knee_index", "pick", "trial_number", "trial_spec"]
@@ -38,11 +40,6 @@ def trial_spec(trial: FrozenTrial) -> ArchSpec:
 def trial_number(trial: FrozenTrial) -> int:
     """The search trial a training (or trial) belongs to: the number users see and pick with trial:N."""
     return trial.user_attrs.get("trial", trial.number)
-
-
-def _dominated(point: FrozenTrial, others: list[FrozenTrial]) -> bool:
-    (acc, cost) = point.values
-    return any(o.values[0] >= acc and o.values[1] <= cost and tuple(o.values) != (acc, cost) for o in others)
 
 
 @dataclass
@@ -65,20 +62,28 @@ class SearchRecord:
         return UNITS[self.objective]
 
     @property
+    def budget(self) -> float | None:
+        """The budget on the objective's cost, in the objective's unit; None without one."""
+        budgets = self.study.user_attrs.get("config", {}).get("budgets", [])
+        return next((cost_value(kind, limit) for kind, limit in budgets if kind == self.objective), None)
+
+    def hypervolume(self) -> float | None:
+        """Hypervolume of the front (validation accuracy at the top rung, cost as a share of the objective's
+        budget; reference: the budget, accuracy 0; `bsnas.search.hypervolume`); None without such a budget."""
+        if self.budget is None:
+            return None
+        return hypervolume([tuple(point.values) for point in self.front()], self.budget)
+
+    @property
     def top(self) -> int:
         """The highest rung with a finished training."""
         return top_rung(self.rungs)
 
     def front(self, rung: int | None = None) -> list[FrozenTrial]:
-        """Non-dominated trainings at `rung` (default the top one), one per architecture, cheapest first."""
-        done = results(self.rungs[self.top if rung is None else rung])
-        front, seen = [], set()
-        for ticket in sorted(done, key=lambda t: (t.values[1], -t.values[0], t.number)):
-            if ticket.user_attrs["spec_hash"] in seen or _dominated(ticket, done):
-                continue
-            seen.add(ticket.user_attrs["spec_hash"])
-            front.append(ticket)
-        return front
+        """Non-dominated trainings at `rung` (default the top one), cheapest first: Optuna's `best_trials` of the
+        rung study (its complete tickets are its trainings, one per architecture)."""
+        return sorted(self.rungs[self.top if rung is None else rung].best_trials,
+                      key=lambda t: (t.values[1], -t.values[0], t.number))
 
     def trainings(self) -> dict[str, dict[int, FrozenTrial]]:
         """spec hash -> rung -> the finished training there."""

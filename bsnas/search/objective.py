@@ -1,11 +1,12 @@
 """The Optuna objective of a search: sample an ArchSpec, cost it, reject it when over a budget, reuse a twin's
-result, else train it with the proxy; returns (validation accuracy, cost).
+result, else train it at rung 0; returns (validation accuracy, cost). It runs as a job of the scheduler
+(`bsnas.search.scheduler`), which claims the trial's slot first.
 
 Everything a later step needs sits in the trial's user attributes: `spec` (the ArchSpec as JSON), `spec_hash`,
-`flops`, `params`, `latency_ms`, `status` (trained | duplicate | infeasible | diverged | out_of_memory), `reason`,
-`slot`, `zoo` (warm-start trials), `parent` and `mutated` (mutations, `bsnas.search.evolution`), `val_accuracy`,
-`duplicate_of`, `train_seconds`, `width_fit`, `worker` (host:pid), and what the score depends on: `seed`,
-`threads`, `torch` (of the worker that trained it).
+`flops`, `params`, `latency_ms`, `status` (trained | duplicate | infeasible | diverged | out_of_memory | given_up |
+stopped), `reason`, `slot`, `zoo` (warm-start trials), `parent` and `mutated` (mutations, `bsnas.search.evolution`),
+`val_accuracy`, `duplicate_of`, `train_seconds`, `width_fit`, `worker` (host:pid), and what the score depends on:
+`seed`, `threads`, `torch` (of the worker that trained it).
 """
 
 from __future__ import annotations
@@ -26,28 +27,28 @@ from bsnas.search.candidate import measure_candidate
 from bsnas.search.config import cost_value
 from bsnas.search.evaluator import Evaluation
 from bsnas.search.evolution import EvolutionSampler
-from bsnas.search.rungs import TrialFailed, train_once
-from bsnas.search.study import STARTED, slot_owner
+from bsnas.search.rungs import train_once, training_job
+from bsnas.search.scheduler import NO_DEADLINE, Deadline, JobFailed, JobQueue
 from bsnas.space.decode import SearchSpace
 
 __all__ = ["make_objective"]
 
 
 def make_objective(space: SearchSpace, budgets: tuple[Budget, ...], objective: str,
-                   evaluate: Callable[[ArchSpec, int], Evaluation], trainings: optuna.Study, seed: int = 0,
-                   latency: Callable[[ArchSpec], float] | None = None, slotted: bool = True,
+                   evaluate: Callable[[ArchSpec, int], Evaluation], trainings: JobQueue, seed: int = 0,
+                   latency: Callable[[ArchSpec], float] | None = None, deadline: Deadline = NO_DEADLINE,
                    poll_s: float = 1.0) -> Callable[[optuna.Trial], tuple[float, float]]:
-    """The Optuna objective: (validation accuracy, cost). A feasible architecture is trained once (a ticket of the
-    `trainings` study, see `bsnas.search.rungs`): here, or by the worker that got there first.
+    """The Optuna objective: (validation accuracy, cost). A feasible architecture is trained once at rung 0 (a ticket
+    of the `trainings` queue, see `bsnas.search.rungs`): here, or by the worker that got there first.
 
-    `latency(spec)` gives a candidate's milliseconds; it is needed when the objective or a budget is latency.
-    With `slotted`, a trial that does not own a slot of the study (see `bsnas.search.study`) is pruned at once.
+    `latency(spec)` gives a candidate's milliseconds; it is needed when the objective or a budget is latency. A
+    training that fails fails the trial for good when it is a zoo model's (it would fail again) and not for good
+    otherwise (its slot gets a new sample).
     """
+    train = training_job(evaluate, seed, 0)
+
     def run(trial: optuna.Trial) -> tuple[float, float]:
-        trial.set_user_attr(STARTED, trial.number)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        if slotted:
-            _claim_slot(trial)
         start = time.perf_counter()
         spec = space.sample(trial)
         if isinstance(trial.study.sampler, EvolutionSampler) and (lineage := trial.study.sampler.lineage(trial.number)):
@@ -73,31 +74,20 @@ def make_objective(space: SearchSpace, budgets: tuple[Budget, ...], objective: s
             trial.set_user_attr("check_ms", (time.perf_counter() - start) * 1000)
             return 0.0, cost
         trial.set_user_attr("status", "training")
-        ticket = train_once(trainings, {**attrs, "zoo": zoo, "trial": trial.number, "cost": cost}, evaluate, seed,
-                            poll_s)
+        try:
+            ticket = train_once(trainings, {**attrs, "zoo": zoo, "trial": trial.number, "cost": cost}, train,
+                                deadline, poll_s)
+        except JobFailed as failure:
+            raise JobFailed(failure.status, failure.reason, final=zoo is not None) from None
         for key in ("seed", "threads", "torch", "train_seconds"):
             trial.set_user_attr(key, ticket.user_attrs.get(key))
         trained_here = ticket.user_attrs.get("trial") == trial.number
         if not trained_here:
             trial.set_user_attr("duplicate_of", ticket.user_attrs.get("trial"))
         if ticket.state == TrialState.FAIL:
-            trial.set_user_attr("status", ticket.user_attrs["status"])
-            trial.set_user_attr("reason", ticket.user_attrs.get("reason", ""))
-            raise TrialFailed(trial.user_attrs["reason"])
+            raise JobFailed(ticket.user_attrs["status"], ticket.user_attrs.get("reason", ""), final=zoo is not None)
         trial.set_user_attr("status", "trained" if trained_here else "duplicate")
         trial.set_user_attr("val_accuracy", ticket.values[0])
         return ticket.values[0], cost
 
     return run
-
-
-def _claim_slot(trial: optuna.Trial) -> None:
-    """Prune a trial that holds no slot, or a slot that a lower-numbered trial holds (two workers queued it)."""
-    slot = trial.user_attrs.get("slot")
-    if slot is None:
-        trial.set_user_attr("status", "surplus")
-        raise optuna.TrialPruned("every slot of the study is taken")
-    owner = slot_owner(trial.study, trial.number, slot)
-    if owner is not None:
-        trial.set_user_attr("status", "surplus")
-        raise optuna.TrialPruned(f"slot {slot} belongs to trial {owner.number}")

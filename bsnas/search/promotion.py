@@ -9,7 +9,8 @@ candidate that has earned it (highest rung first) without waiting for a rung to 
 a candidate twice; zoo models of the warm start compete under the same rule.
 
 Everything lives in the rung studies (`bsnas.search.rungs`): a promotion is a queued ticket at the next rung,
-so every worker and every resumed run agree on what is promoted, and a promotion whose worker died is retried.
+so every worker and every resumed run agree on what is promoted, and a promotion whose worker died is queued
+again (until the scheduler gives it up, `bsnas.search.scheduler.settled`).
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import math
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bsnas.search.evaluator import TRAINING_FAILURES
+from bsnas.search.rungs import TICKET_KEY
+from bsnas.search.scheduler import settled
 
-__all__ = ["COST_BINS", "MAX_ATTEMPTS", "bin_edges", "cost_bin", "cost_edges", "best_first", "promotable",
+__all__ = ["COST_BINS", "bin_edges", "cost_bin", "cost_edges", "best_first", "promotable",
            "next_promotion", "results", "top_rung"]
 
 COST_BINS = 4
-MAX_ATTEMPTS = 2  # trainings of one (architecture, rung) whose workers died before it is given up
 
 
 def results(study: optuna.Study) -> list[FrozenTrial]:
@@ -67,23 +68,6 @@ def promotable(tickets: list[FrozenTrial], eta: int, edges: list[float]) -> list
     return sorted(chosen, key=lambda t: (-t.values[0], t.number))
 
 
-def _settled_above(study: optuna.Study) -> set[str]:
-    """Architectures a rung holds or gave up on: any ticket but a pruned duplicate, or a training that died
-    `MAX_ATTEMPTS` times (its worker killed each time)."""
-    held, deaths = set(), {}
-    for ticket in study.get_trials(deepcopy=False):
-        digest = ticket.user_attrs.get("spec_hash")
-        if ticket.state == TrialState.PRUNED or digest is None:
-            continue
-        if ticket.state == TrialState.FAIL and ticket.user_attrs.get("status") not in TRAINING_FAILURES:
-            deaths[digest] = deaths.get(digest, 0) + 1
-            if deaths[digest] >= MAX_ATTEMPTS:
-                held.add(digest)
-            continue
-        held.add(digest)
-    return held
-
-
 def cost_edges(base: list[FrozenTrial], budget: float | None) -> list[float]:
     """The cost bins of a search: from the cheapest result of rung 0 (`base`) to `budget` (the objective's, in its
     unit) or, without one, to rung 0's most costly result."""
@@ -93,15 +77,15 @@ def cost_edges(base: list[FrozenTrial], budget: float | None) -> list[float]:
 
 def next_promotion(rungs: list[optuna.Study], eta: int, budget: float | None) -> tuple[int, FrozenTrial] | None:
     """(rung, ticket) of the next candidate to train one rung higher, the highest rung first; None if none has
-    earned it yet; cost bins as `cost_edges`."""
+    earned it yet (or the rung above holds or gave up every one that has); cost bins as `cost_edges`."""
     base = results(rungs[0])
     if not base:
         return None
     edges = cost_edges(base, budget)
     for rung in range(len(rungs) - 2, -1, -1):
-        above = _settled_above(rungs[rung + 1])
+        above = rungs[rung + 1].get_trials(deepcopy=False)
         for ticket in promotable(base if rung == 0 else results(rungs[rung]), eta, edges):
-            if ticket.user_attrs["spec_hash"] not in above:
+            if not settled(above, TICKET_KEY, ticket.user_attrs[TICKET_KEY]):
                 return rung, ticket
     return None
 

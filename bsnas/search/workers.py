@@ -2,21 +2,20 @@
 
 `run_search` checks the data and the space against the budgets, creates (or resumes) the study, queues its
 slots (the zoo warm start first) and runs `config.workers` workers on the storage (in this process when there
-is one); `run_workers` runs workers on a study that exists (`bsnas worker`). A worker takes queued trials until
-every slot is done (or, without --trials, samples until the timeout). Every wait is bounded: a worker that
-finds nothing to take while other workers' trials run sleeps one heartbeat and looks again; a trial whose
-worker died stops beating, is failed after the grace period and queued again, and someone takes it.
+is one); `run_workers` runs workers on a study that exists (`bsnas worker`). A worker (`worker`) is a short
+priority list over the scheduler (`bsnas.search.scheduler`), which recovers dead workers' jobs and bounds every
+wait.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from bsnas.arch.cost import cost
@@ -25,38 +24,25 @@ from bsnas.errors import BsnasError
 from bsnas.latency.table import load_table
 from bsnas.search.budget import Budget, format_cost
 from bsnas.search.candidate import latency_function
-from bsnas.search.config import SearchConfig
+from bsnas.search.config import SearchConfig, default_workers
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
 from bsnas.search.front import best_zoo
+from bsnas.search.logs import quiet_optuna
 from bsnas.search.objective import make_objective
-from bsnas.search.processes import run_processes
+from bsnas.search.processes import STORAGE_LOST, run_processes
 from bsnas.search.promotion import next_promotion, top_rung
-from bsnas.search.rungs import TrialFailed, candidate_attrs, open_rung_study, queue_ticket, run_queued_ticket
-from bsnas.search.storage import grace_period, open_storage
-from bsnas.search.study import (
-    count_trials,
-    create_study,
-    queue_slots,
-    quiet_optuna,
-    recover_dead_trials,
-    set_zoo_slots,
-    zoo_slots,
-)
+from bsnas.search.rungs import candidate_attrs, open_rung_study, ticket_queue, training_job
+from bsnas.search.samplers import create_sampler
+from bsnas.search.scheduler import Deadline, JobQueue, work
+from bsnas.search.slots import SLOT_KEY, count_trials, queue_slots, set_zoo_slots
+from bsnas.search.storage import guard_storage, open_storage, storage_lost
+from bsnas.search.study import create_study, load_study, open_search
+from bsnas.search.warm_start import zoo_slots
 from bsnas.space.decode import SearchSpace
 from bsnas.space.summary import extreme_point, smallest_cost
 
-__all__ = ["SearchResult", "check_space_fits", "default_workers", "prepare_search", "run_search", "run_workers",
-           "zoo_reference"]
-
-
-def default_workers(device: str = "cpu") -> int:
-    """One single-thread worker per CPU core on CPU; one worker on a GPU."""
-    if device.startswith("cuda"):
-        return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+__all__ = ["SearchResult", "check_space_fits", "prepare_search", "run_search", "run_workers",
+           "worker"]
 
 
 @dataclass
@@ -120,7 +106,8 @@ def prepare_search(config: SearchConfig, space: SearchSpace) -> tuple[SearchSpac
     if config.trials is not None:
         zoo = zoo[:config.trials]
     set_zoo_slots(study, zoo)
-    queue_slots(study, len(zoo) if config.trials is None else config.trials)  # without --trials: the warm start
+    storage = open_storage(config.storage_url, config.heartbeat_s)
+    queue_slots(JobQueue(study, storage, SLOT_KEY), len(zoo) if config.trials is None else config.trials)
     return space, study, [name for name, _ in zoo]
 
 
@@ -141,93 +128,98 @@ def run_workers(config: SearchConfig, space: SearchSpace, evaluate: Callable[[Ar
     """Run `config.workers` workers on the study of `config` (which exists) until they stop."""
     if evaluate is not None and config.workers > 1:
         raise ValueError("an injected `evaluate` runs in this process only; use workers=1")
-    deadline = None if config.timeout is None else time.time() + config.timeout
+    deadline = Deadline.after(config.timeout)
     threads = config.threads or max(1, default_workers("cpu") // config.workers)
-    study = create_study(config, space)
-    if config.workers == 1:
-        import torch
-
-        previous = torch.get_num_threads()
-        try:
-            worker(config, space, 0, threads, deadline, evaluate, on_update)
-        finally:
-            torch.set_num_threads(previous)
-        return _result(config, study, 0, deadline)
-    failed = run_processes(worker, [(config, space, index, threads, deadline) for index in range(config.workers)],
-                           "bsnas-worker", poll_s, functools.partial(on_update, study) if on_update else None)
-    return _result(config, study, failed, deadline)
-
-
-def _result(config: SearchConfig, study: optuna.Study, failed: int, deadline: float | None) -> SearchResult:
-    return SearchResult(study, failed_workers=failed, target=config.trials,
-                        timed_out=deadline is not None and time.time() >= deadline)
+    with guard_storage(config.storage_url):  # the database going away is one StorageFault, whoever sees it
+        study = load_study(config.name, config.storage_url)
+        if config.workers == 1:
+            previous = torch.get_num_threads()
+            try:
+                worker(config, space, 0, threads, deadline, evaluate, on_update)
+            finally:
+                torch.set_num_threads(previous)
+            return _result(config, study, 0, deadline)
+        codes = run_processes(worker, [(config, space, index, threads, deadline) for index in range(config.workers)],
+                              "bsnas-worker", poll_s, functools.partial(on_update, study) if on_update else None)
+    if STORAGE_LOST in codes:
+        raise storage_lost(config.storage_url)
+    return _result(config, study, sum(code != 0 for code in codes), deadline)
 
 
-def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | None, deadline: float | None,
+def _result(config: SearchConfig, study: optuna.Study, failed: int, deadline: Deadline) -> SearchResult:
+    return SearchResult(study, failed_workers=failed, target=config.trials, timed_out=deadline.passed())
+
+
+def worker(config: SearchConfig, space: SearchSpace, index: int, threads: int | None, deadline: Deadline,
            evaluate: Callable[[ArchSpec, int], Evaluation] | None = None,
            on_update: Callable[[optuna.Study], None] | None = None) -> None:
-    """One worker: until there is nothing left to do, take the next job, in this order (ASHA's: a free worker
-    first trains what earned promotion, else it samples a new candidate):
+    """One worker: until nothing is left or the deadline comes, the first of these that has work (ASHA's order: a
+    free worker first trains what earned promotion, else it samples a new candidate):
 
-    1. a queued training, highest rung first (a promotion, or a training whose worker died);
-    2. a candidate that earned promotion (`bsnas.search.promotion`): it queues it at the next rung;
-    3. a queued trial of the search (a slot; without --trials a new sample until the timeout);
-    4. when every slot is done and nothing is promoted any more: the best zoo model at the top rung reached, if
-       it is not there yet, so that the report compares at equal fidelity.
+    1. a queued training, highest rung first (a promotion, or a training a dead worker left);
+    2. a candidate that earned promotion (`bsnas.search.promotion`): queued at the next rung;
+    3. a slot of the search (`bsnas.search.slots`; without --trials, a new sample until the deadline);
+    4. when nothing else is left and nothing runs: the best zoo model at the top rung reached, if it is not there
+       yet, so that the report compares at equal fidelity.
 
-    It stops when nothing is left, or at the deadline (a training that started runs to its end). While other
-    workers' jobs run and nothing is queued it waits a heartbeat at a time: one of them may die, and its job
-    comes back to the queue once its heartbeats have been missing for the grace period.
+    The scheduler (`bsnas.search.scheduler.work`) recovers dead workers' jobs before every look and bounds every
+    wait; a training that started runs to its end.
     """
-    import torch
+    with guard_storage(config.storage_url):
+        _work(config, space, index, threads, deadline, evaluate, on_update)
 
+
+def _work(config: SearchConfig, space: SearchSpace, index: int, threads: int | None, deadline: Deadline,
+          evaluate: Callable[[ArchSpec, int], Evaluation] | None,
+          on_update: Callable[[optuna.Study], None] | None) -> None:
+    """The sources of work of `worker`, in its order, over the scheduler's loop."""
     if threads is not None:
         torch.set_num_threads(threads)
     quiet_optuna()
     storage = open_storage(config.storage_url, config.heartbeat_s)
-    rungs = [open_rung_study(storage, config.name, rung) for rung in range(config.rungs)]
-    study = create_study(config, space, index, storage, rungs)
-    if evaluate is None:
-        evaluate = ProxyEvaluator.for_search(config)
-    latency = latency_function(config, space)
-    objective = make_objective(space, config.budgets, config.objective, evaluate, rungs[0], config.seed, latency,
-                               slotted=config.trials is not None)
+    rung_studies = [open_rung_study(storage, config.name, rung) for rung in range(config.rungs)]
+    study = open_search(config, storage, create_sampler(config, index, rung_studies))
+    evaluate = evaluate or ProxyEvaluator.for_search(config)
+    search = JobQueue(study, storage, SLOT_KEY if config.trials is not None else None)
+    rungs = [ticket_queue(rung_study, storage) for rung_study in rung_studies]
+    trainings = [training_job(evaluate, config.seed, rung) for rung in range(config.rungs)]
+    objective = make_objective(space, config.budgets, config.objective, evaluate, rungs[0], config.seed,
+                               latency_function(config, space), deadline)
     callbacks = [lambda s, t: on_update(s)] if on_update else []
-    grace = grace_period(config.heartbeat_s)
-    while deadline is None or time.time() < deadline:
-        recover_dead_trials(study, grace)
-        for rung_study in rungs:
-            optuna.storages.fail_stale_trials(rung_study)
-        if on_update:
-            on_update(study)
-        queued = next((r for r in reversed(rungs) if _has(r, TrialState.WAITING)), None)
-        if queued is not None:
-            run_queued_ticket(queued, evaluate, config.seed)
-            continue
-        promotion = next_promotion(rungs, config.eta, config.objective_budget)
-        if promotion is not None:
-            rung, ticket = promotion
-            queue_ticket(rungs[rung + 1], {**candidate_attrs(ticket), "promoted_from": ticket.number})
-            continue
+
+    def queued_training() -> bool:
+        waiting = next((rung for rung in reversed(range(config.rungs)) if rungs[rung].has(TrialState.WAITING)), None)
+        if waiting is not None:
+            rungs[waiting].run_next(trainings[waiting])
+        return waiting is not None
+
+    def promotion() -> bool:
+        found = next_promotion(rung_studies, config.eta, config.objective_budget)
+        if found is not None:
+            rungs[found[0] + 1].put({**candidate_attrs(found[1]), "promoted_from": found[1].number})
+        return found is not None
+
+    def slot() -> bool:
         if config.trials is not None:
-            queue_slots(study, config.trials)
-        if config.trials is None or _has(study, TrialState.WAITING):
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=False)
-            continue
-        if _has(study, TrialState.RUNNING) or any(_has(r, TrialState.RUNNING) for r in rungs):
-            time.sleep(min(config.heartbeat_s, 5.0))
-            continue
-        reference = zoo_reference(rungs)
-        if reference is None:
-            return  # every slot is done, nothing more earned promotion
-        queue_ticket(rungs[top_rung(rungs)], {**candidate_attrs(reference), "reference": True})
+            queue_slots(search, config.trials)
+            if not search.has(TrialState.WAITING):
+                return False
+        search.run_next(objective, callbacks)
+        return True
+
+    def zoo_reference() -> bool:
+        if any(queue.has(TrialState.RUNNING) for queue in (search, *rungs)):
+            return False
+        reference = _zoo_reference(rung_studies)
+        if reference is not None:
+            rungs[top_rung(rung_studies)].put({**candidate_attrs(reference), "reference": True})
+        return reference is not None
+
+    work([search, *rungs], [queued_training, promotion, slot, zoo_reference], deadline, min(config.heartbeat_s, 5.0),
+         on_look=functools.partial(on_update, study) if on_update else None)
 
 
-def _has(study: optuna.Study, state: TrialState) -> bool:
-    return bool(study.get_trials(deepcopy=False, states=(state,)))
-
-
-def zoo_reference(rungs: list[optuna.Study]) -> FrozenTrial | None:
+def _zoo_reference(rungs: list[optuna.Study]) -> FrozenTrial | None:
     """The best zoo model's training at the highest rung it reached, when it has not reached the top rung of the
     search (and is not queued there): the report then compares the searched nets with it at equal fidelity."""
     top = top_rung(rungs)

@@ -7,10 +7,11 @@ place: `width_multiplier`, `stem.act`, `s3.repeats`, `s3.b1.op`, `s3.padding_fre
 Channel numbers are base widths: the model's `width_multiplier` w scales them with `int(c * w)` as the zoo
 does (the head's 1x1 conv only when w > 1); an inverted block's `expansion` e gives
 `mid_channels = int(e * in_base * w)` where `in_base` is the base width entering the block. Rules of the
-ArchSpec are built in (`field_applies`): `p` only for `bsconv_s` layers of non-inverted blocks, `expansion`
-and `se` only for inverted blocks, `padding_free` only for a stride-2 first block whose operator has a
-depthwise conv, `alpha` only when some layer is `bsconv_s` (0 otherwise), the head's `se`/`act` only with a
-head conv. Optuna is imported only for type hints.
+ArchSpec are built in (`field_applies`): `p` only for `bsconv_s` layers of non-inverted blocks, `inner_bn` only for
+BSConv layers of non-inverted blocks, the stem's operator, kernel, BN and max-pool only without the padding-free
+stem block, `expansion` and `se` only for inverted blocks, `padding_free` only for a stride-2 first block whose
+operator has a depthwise conv, `alpha` only when some layer is `bsconv_s` (0 otherwise), the head's `se`/`act` only
+with a head conv. Optuna is imported only for type hints.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from bsnas.arch.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
+from bsnas.arch.spec import BSCONV_OPS, PADDING_FREE_STEM_FIXED, ArchSpec, BlockSpec, HeadSpec, StemSpec
 from bsnas.arch.zoo import scale_channels
 from bsnas.errors import BsnasError
 from bsnas.space.choices import Choice
@@ -47,6 +48,7 @@ BLOCK_FIELDS: dict[str, tuple[str, Any]] = {
     "inner_bn": ("bool", False),
 }
 STEM_FIELDS: dict[str, tuple[str, Any]] = {
+    "padding_free": ("bool", False),  # first: the padding-free stem block has no op, kernel, bn or max-pool to choose
     "op": ("op", "regular"),
     "out_channels": ("channels", None),
     "kernel_size": ("kernel", 3),
@@ -54,10 +56,10 @@ STEM_FIELDS: dict[str, tuple[str, Any]] = {
     "act": ("act_or_null", "relu"),
     "bn": ("bool", True),
     "max_pool": ("bool", False),
-    "padding_free": ("bool", False),
     "p": ("ratio", None),
     "inner_bn": ("bool", False),
 }
+
 HEAD_FIELDS: dict[str, tuple[str, Any]] = {
     "conv_channels": ("channels_or_null", None),
     "bn_act": ("bool", False),
@@ -105,11 +107,18 @@ def field_applies(where: str, key: str, choice: Choice, block_type: str, values:
         elif key == "p":
             rule = not inverted and values.get("op") == "bsconv_s"
         elif key == "inner_bn":
-            rule = not inverted
+            rule = not inverted and values.get("op") in BSCONV_OPS
         else:
             rule = True
     elif where == "stem":
-        rule = key != "p" or values.get("op") == "bsconv_s"
+        if values.get("padding_free") and key in PADDING_FREE_STEM_FIXED:
+            rule = False
+        elif key == "p":
+            rule = values.get("op") == "bsconv_s"
+        elif key == "inner_bn":
+            rule = values.get("op") in BSCONV_OPS
+        else:
+            rule = True
     elif key == "se":
         rule = values.get("conv_channels") is not None
     elif key == "act":
@@ -225,6 +234,22 @@ class SearchSpace:
         `width_multiplier` overrides the sampled one (used to shrink a candidate into a budget).
         """
         return self.decode(lambda name, choice, hint: choice.suggest(trial, name), width_multiplier)
+
+    def parameters(self) -> dict[str, Choice]:
+        """Every parameter `sample` may ask, with its choice, in sampling order: a flat space (for a tool that knows
+        no conditions). Each stage lists the blocks of its largest repeats. A point reads only the parameters that
+        apply to it (the ArchSpec's rules and `when`, as in `decode`); `spec_from_params` ignores the others."""
+        found: dict[str, Choice] = {key: self.model[key] for key in ("block_type", "width_multiplier")}
+        found.update({f"stem.{key}": choice for key, choice in self.stem.items()})
+        for s, stage in enumerate(self.stages):
+            found[f"s{s}.repeats"] = stage.repeats
+            for b in range(max(stage.repeats.enumerate())):
+                found.update({f"s{s}.b{b}.{key}": choice for key, choice in stage.fields.items()})
+            if stage.stride == 2:
+                found[f"s{s}.padding_free"] = stage.padding_free
+        found.update({f"head.{key}": choice for key, choice in self.head.items()})
+        found["alpha"] = self.model["alpha"]
+        return {name: choice for name, choice in found.items() if not choice.fixed}
 
     def spec_from_params(self, params: dict[str, Any], width_multiplier: Any = None) -> ArchSpec:
         """The ArchSpec of a complete parameter dict (as `trial.params`)."""

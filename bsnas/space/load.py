@@ -19,8 +19,9 @@ from typing import Any
 
 from bsnas.arch.files import read_yaml
 from bsnas.arch.spec import ACTIVATIONS, BLOCK_TYPES, KERNEL_SIZES, OPS
-from bsnas.arch.validate import MAX_BLOCKS, MAX_CHANNELS, MAX_NAME_LENGTH, FieldChecker, field_name
+from bsnas.arch.validate import MAX_BLOCKS, MAX_CHANNELS, FieldChecker, field_name
 from bsnas.errors import BsnasError, shown
+from bsnas.names import NAME_LENGTH, is_name, name_from, name_rule
 from bsnas.space.choices import Choice, show_value
 from bsnas.space.decode import BLOCK_FIELDS, HEAD_FIELDS, MODEL_FIELDS, STEM_FIELDS, SearchSpace, StageSpace
 
@@ -32,6 +33,7 @@ FAMILIES = ("mobilenet", "resnet")
 SHIPPED_SPACES = ("mobilenet", "resnet")
 MAX_REPEATS = 64  # blocks of one stage
 MAX_MULTIPLIER = 64.0  # width multipliers and expansions
+SPACE_NAME_LENGTH = NAME_LENGTH - len("_t") - 8  # its trials are named <name>_t<N> (N < 10**8): names by the rule
 _TOP_KEYS = ("format_version", "name", "family", "description", "model", "stem", "stages", "head")
 _STAGE_KEYS = ("stride", "repeats", "padding_free", *BLOCK_FIELDS)
 
@@ -192,9 +194,10 @@ def space_from_dict(data: Any, source: str = "<space>") -> SearchSpace:
     version = data.get("format_version", SPACE_FORMAT_VERSION)
     if type(version) is not int or version != SPACE_FORMAT_VERSION:
         check.fail("format_version", f"{version!r} is not supported; this bsnas reads version {SPACE_FORMAT_VERSION}")
-    name = data.get("name", Path(source).stem)
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH or not name.isprintable():
-        check.fail("name", f"{name!r} is not a printable string of 1 to {MAX_NAME_LENGTH} characters")
+    name = data.get("name", name_from(Path(source).stem, SPACE_NAME_LENGTH))
+    if not is_name(name, SPACE_NAME_LENGTH):
+        check.fail("name", f"{name!r} is not {name_rule(SPACE_NAME_LENGTH)} (its trials are named <name>_t<N>, "
+                           "and trial names become file names)")
     family = data.get("family")
     if family is not None and family not in FAMILIES:
         check.fail("family", f"{family!r} is not one of {', '.join(FAMILIES)}, null")

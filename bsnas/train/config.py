@@ -7,13 +7,17 @@ sentences that help texts and the README show.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from bsnas.errors import BsnasError
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "AUTOCAST", "PRESETS", "TrainConfig", "describe_preset", "preset"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "AUTOCAST", "DEVICES", "MAX_SEED", "PRESETS", "TrainConfig", "describe_preset",
+           "is_device_name", "preset"]
 
+MAX_SEED = 2**32 - 1  # numpy (under Optuna's samplers) takes seeds from 0 to 2**32 - 1
+DEVICES = "auto, cpu, cuda, cuda:N"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "linear", "constant")
 AUTOCAST = ("auto", "off", "bf16")
@@ -50,6 +54,10 @@ class TrainConfig:
     final_test: bool = True  # score the test split once at the end (full training only)
 
     def __post_init__(self) -> None:
+        if type(self.seed) is not int or not 0 <= self.seed <= MAX_SEED:
+            raise BsnasError(f"TrainConfig.seed must be a whole number from 0 to {MAX_SEED}, got {self.seed!r}.")
+        if not is_device_name(self.device):
+            raise BsnasError(f"TrainConfig.device: {self.device!r} is not one of {DEVICES}.")
         for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
                                      ("schedule", self.schedule, SCHEDULES),
                                      ("autocast", self.autocast, AUTOCAST)):
@@ -82,6 +90,12 @@ class TrainConfig:
         if "milestones" in data:
             data["milestones"] = tuple(data["milestones"])
         return cls(**data)
+
+
+def is_device_name(name: object) -> bool:
+    """Whether `name` is a device bsnas trains on: auto, cpu, cuda or cuda:N (whether it is here:
+    `bsnas.train.loop.resolve_device`)."""
+    return isinstance(name, str) and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", name) is not None
 
 
 # The paper's CIFAR protocol, and the proxy of the search (how it was chosen: README, "How the proxy was chosen").

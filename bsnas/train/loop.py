@@ -24,7 +24,7 @@ from bsnas.errors import BsnasError
 from bsnas.nn.fold import fold_batchnorm
 from bsnas.nn.layers import has_reg_loss, reg_loss
 from bsnas.train import distributed
-from bsnas.train.config import TrainConfig
+from bsnas.train.config import DEVICES, TrainConfig, is_device_name
 from bsnas.train.data import DataSplits, Split, stratified_split
 from bsnas.train.loader import BatchLoader
 
@@ -81,15 +81,18 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else CPU."""
+    """The device `name` (auto, cpu, cuda, cuda:N) on this machine: `auto` is CUDA when available, else CPU; a
+    CUDA device that torch does not see is a BsnasError."""
+    if not is_device_name(name):
+        raise BsnasError(f"--device {name!r} is not one of {DEVICES}.")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BsnasError(f"--device {name!r} is not one of auto, cpu, cuda, cuda:N.") from None
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BsnasError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise BsnasError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA GPU(s), cuda:0 to "
+                         f"cuda:{torch.cuda.device_count() - 1}.")
     return device
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,25 +24,34 @@ from bsnas.arch.files import save_spec
 from bsnas.arch.spec import ArchSpec, spec_to_dict
 from bsnas.arch.validate import spec_from_dict
 from bsnas.errors import BsnasError
+from bsnas.names import check_name
 from bsnas.nn.build import build_model
 from bsnas.train import distributed
 from bsnas.train.config import TrainConfig
 from bsnas.train.data import DataConfig
 from bsnas.train.loop import EpochMetrics, TrainResult
 
-__all__ = ["CHECKPOINT_FORMAT", "RunDir", "check_checkpoint", "load_checkpoint", "load_model", "run_path",
-           "save_checkpoint", "train_in_run_dir"]
+__all__ = ["CHECKPOINT_FORMAT", "RunDir", "check_checkpoint", "load_checkpoint", "load_model", "make_run_dir",
+           "run_path", "save_checkpoint", "train_in_run_dir"]
 
 CHECKPOINT_FORMAT = 1
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def run_path(runs_dir: str | Path, name: str) -> Path:
-    """The folder of run `name` inside `runs_dir`; a name that could leave it (`..`, `/x`, a newline) is refused."""
-    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
-        raise BsnasError(f"--name {name!r}: a run name is 1 to 100 letters, digits, '.', '_' or '-', starting with a "
-                         f"letter or digit (it names a folder inside {runs_dir}).")
-    return Path(runs_dir) / name
+    """The folder of run `name` inside `runs_dir`; a name that could leave it (`..`, `/x`, a newline) is refused
+    (`bsnas.names`)."""
+    return Path(runs_dir) / check_name(name, "--name", "a run name", f"it names a folder inside {runs_dir}")
+
+
+def make_run_dir(path: Path) -> Path:
+    """Create a run folder (and its parents); one that cannot be made (a read-only file system, a file in the way,
+    /proc) is a BsnasError naming it, before anything of the run is written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BsnasError(f"{path}: cannot create the run folder ({error.strerror or type(error).__name__}); give "
+                         "--runs-dir a folder you can write to.") from None
+    return path
 
 
 def save_checkpoint(
@@ -131,7 +139,7 @@ class RunDir:
         """Create the directory for a new run and write its resolved config and spec."""
         if self.checkpoint.exists() or (self.path / "result.json").exists():
             raise BsnasError(f"{self.path} already holds a run; pass --resume to continue it or --name for a new one.")
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_run_dir(self.path)
         config = {"model": model_name, "data": dataclasses.asdict(data_config), "train": train_config.to_dict()}
         (self.path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         save_spec(spec, self.path / "spec.yaml")
@@ -179,9 +187,10 @@ def train_in_run_dir(run_dir: RunDir, spec: ArchSpec, config: TrainConfig, data,
 
     Shows the progress bar (or plain lines) unless `quiet`. Under torchrun only rank 0 writes and shows progress.
     """
-    from bsnas.train.loop import train
+    from bsnas.train.loop import resolve_device, train
     from bsnas.train.progress import TrainProgress
 
+    resolve_device(config.device)  # a device that is not here fails before the run directory is written
     session = distributed.current()
     quiet = quiet or not session.is_main
     torch.manual_seed(config.seed)
