@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import statistics
 from types import SimpleNamespace
 
 import pytest
@@ -259,11 +260,13 @@ def test_an_onnxruntime_table_times_the_exported_layers(tmp_path):
     spec = dataclasses.replace(get_spec("cifar_mobilenetv2_w1d4", 10, 1), image_size=16)
     table = measure_table(tmp_path / "ort.jsonl", spec_entries([spec]), [spec], [], "onnxruntime", warmup=2,
                           repeats=5)
+    convs = []
     for entry in spec_entries([spec]):
         time = table.times[E.entry_key(entry)]
         if isinstance(entry, E.Call):
             assert time == 0.0  # no node of the exported graph
         elif isinstance(entry, E.Layer) and isinstance(entry.leaves[0], Conv):
-            assert time > 0.0
+            convs.append(time)
+    assert statistics.median(convs) > 0.0  # net of the run's fixed cost (the real clock: a tiny one may round to 0)
     measured = table.calibration[0]["measured_us"]
     assert measured / 3 < table.predict_us(plan(spec)) < 3 * measured  # the real clock: only a loose check here

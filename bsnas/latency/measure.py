@@ -33,6 +33,7 @@ __all__ = ["BACKENDS", "measure_entries"]
 BACKENDS = ("torch", "onnxruntime")
 BUNDLE_PARAMS = 20_000_000  # parameters per exported file of onnxruntime entries (protobuf files stay < 2 GB)
 BUNDLE_ENTRIES = 64
+CALL_REPEATS = 200
 
 
 def _input(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -170,7 +171,8 @@ def _bound_run(data: bytes, inputs: tuple[torch.Tensor, ...], threads: int) -> C
 
 
 def _call_cost_ms(threads: int, warmup: int, repeats: int) -> float:
-    """The fixed cost of one onnxruntime run: a graph of one identity node on one number."""
+    """The fixed cost of one onnxruntime run: a graph of one identity node on one number (a few microseconds, so
+    measured at least CALL_REPEATS times: every entry's time is net of it)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -181,7 +183,8 @@ def _call_cost_ms(threads: int, warmup: int, repeats: int) -> float:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     onnx.checker.check_model(model)
-    return median_ms(_bound_run(model.SerializeToString(), (torch.zeros(1, 1),), threads), warmup, repeats)
+    return median_ms(_bound_run(model.SerializeToString(), (torch.zeros(1, 1),), threads), warmup,
+                     max(repeats, CALL_REPEATS))
 
 
 def _onnx_times(entries: list[Entry], threads: int, warmup: int, repeats: int) -> list[float]:
