@@ -221,7 +221,8 @@ def test_the_search_sums_the_table_without_exporting_or_measuring(tmp_path, monk
         raise AssertionError("a candidate was exported or timed")
 
     for target in ("bsnas.deploy.onnx.export_onnx_bytes", "bsnas.deploy.onnx.measure_onnx_latency",
-                   "bsnas.nn.profile.measure_latency", "bsnas.search.candidate.measure_latency_ms"):
+                   "bsnas.nn.profile.measure_latency", "bsnas.search.candidate.measure_latency_ms",
+                   "bsnas.search.candidate.measure_onnx_latency", "bsnas.search.candidate.measure_latency"):
         monkeypatch.setattr(target, forbidden)
     monkeypatch.setattr("bsnas.search.workers.ProxyEvaluator.data",
                         lambda self: SimpleNamespace(in_channels=1, image_size=12, num_classes=10))

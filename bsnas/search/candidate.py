@@ -14,6 +14,7 @@ from bsnas.arch.cost import cost
 from bsnas.arch.plan import PlanError
 from bsnas.arch.spec import ArchSpec
 from bsnas.deploy.onnx import measure_onnx_latency
+from bsnas.latency.table import load_table
 from bsnas.nn.build import build_model
 from bsnas.nn.profile import measure_latency
 from bsnas.search.budget import Budget, format_cost
@@ -70,10 +71,6 @@ def latency_function(config: SearchConfig, space: SearchSpace) -> Callable[[Arch
         return None
     if config.latency_table is None:
         return functools.partial(measure_latency_ms, device=config.device, backend=config.latency_backend)
-    import torch
-
-    from bsnas.latency.table import load_table
-
     table = load_table(config.latency_table)
     table.check_key(config.latency_backend, torch.get_num_threads())
     table.check_covers(space, config.budgets)

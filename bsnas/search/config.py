@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bsnas.errors import BsnasError
+from bsnas.latency.table import load_table
 from bsnas.search.budget import COST_KINDS, Budget
 from bsnas.search.rungs import RUNG_STUDY
 from bsnas.search.storage import HEARTBEAT_S, redact_url
@@ -124,8 +125,6 @@ class SearchConfig:
     def _check_latency_table(self) -> None:
         """A table is for a search that costs latency, on the CPU, and must be of this machine, backend and (when
         --threads is given) threads; the workers check the threads they run with."""
-        from bsnas.latency.table import load_table
-
         if not self.measures_latency:
             raise BsnasError("--latency-table is for a latency objective or budget: add --objective latency or a "
                              "--budget in ms.")
