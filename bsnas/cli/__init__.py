@@ -23,7 +23,7 @@ from bsnas.errors import BsnasError, StorageFault, Terminated
 __all__ = ["main"]
 
 COMMANDS = ("zoo", "profile", "train", "space", "search", "worker", "report", "export", "retrain", "calibrate",
-            "analyze")
+            "analyze", "latency")
 
 
 class _Parser(argparse.ArgumentParser):

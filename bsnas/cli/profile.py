@@ -36,6 +36,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                         help="latency of PyTorch (default), or also of onnxruntime running the exported model as a "
                              "CPU deployment does, beside PyTorch's (needs bsnas[onnx])")
+    parser.add_argument("--latency-table", default=None, metavar="FILE",
+                        help="also predict the latency of one image from this machine's table (`bsnas latency "
+                             "build`; its backend is --backend's, its threads --threads')")
     parser.add_argument("--batch-size", type=int, default=32, help="the second latency batch size (default 32)")
     parser.add_argument("--device", default="cpu", help="auto, cpu or cuda (latency only; default cpu)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for latency (default 1)")
@@ -54,31 +57,41 @@ def run(args: argparse.Namespace) -> int:
             print(f"bsnas: note: --input-size {args.input_size} changes {args.model}'s input channels from "
                   f"{spec.in_channels} to {input_size[0]}, and with them its parameters", file=sys.stderr)
             spec = dataclasses.replace(spec, in_channels=input_size[0])
+    predicted = None
+    if args.latency_table:
+        from bsnas.arch.plan import plan
+        from bsnas.latency.table import load_table
+
+        table = load_table(args.latency_table)
+        table.check_key(args.backend, args.threads)
+        predicted = {"file": args.latency_table, "backend": table.backend, "threads": table.threads,
+                     "predicted_ms": table.predict_us(plan(spec, input_size), spec.name) / 1000}
     if args.backend == "onnxruntime":
         from bsnas.deploy.onnx import require_onnx
 
-        if not args.latency:
-            raise BsnasError("--backend onnxruntime measures latency: add --latency.")
+        if not args.latency and not args.latency_table:
+            raise BsnasError("--backend onnxruntime measures latency: add --latency (or --latency-table).")
         require_onnx()
     device = resolve_device(args.device) if args.latency else "cpu"
     model = build_model(spec)
     batch_sizes = (1, args.batch_size)
     result = profile(model, input_size, latency=args.latency, batch_sizes=batch_sizes, device=device,
                      threads=args.threads, layers=args.layers, repeats=args.repeats)
-    if args.backend == "onnxruntime":
+    if args.backend == "onnxruntime" and args.latency:
         from bsnas.deploy.onnx import measure_onnx_latency, onnx_bytes
 
         data = onnx_bytes(model, input_size)
         result.latency += [measure_onnx_latency(data, input_size, b, args.threads, repeats=args.repeats)
                            for b in batch_sizes]
     if args.json:
-        print(json.dumps({"model": spec.name, **result.to_dict()}, indent=2))
+        extra = {"latency_table": predicted} if predicted else {}
+        print(json.dumps({"model": spec.name, **result.to_dict(), **extra}, indent=2))
     else:
-        _print_tables(spec.name, result)
+        _print_tables(spec.name, result, predicted)
     return 0
 
 
-def _print_tables(name: str, result: ProfileResult) -> None:
+def _print_tables(name: str, result: ProfileResult, predicted: dict | None = None) -> None:
     console = table_console()
     if result.layers:
         columns = [Column("layer", justify="left", fold=True), Column("type", justify="left"),
@@ -95,5 +108,8 @@ def _print_tables(name: str, result: ProfileResult) -> None:
         threads = f", {plural(latency.threads, 'thread')}" if latency.threads else ""
         where = f"{latency.backend}, {latency.device}{threads}"
         rows.append([f"latency, batch {latency.batch_size} ({where})", f"{latency.median_ms:.2f} ms"])
+    if predicted:
+        rows.append([f"latency, batch 1 (predicted by the table: {predicted['backend']}, cpu, "
+                     f"{plural(predicted['threads'], 'thread')})", f"{predicted['predicted_ms']:.2f} ms"])
     print_table(console, f"{name} at {'x'.join(map(str, result.input_size))}",
                 [Column("metric", justify="left", fold=True), Column("value")], rows)

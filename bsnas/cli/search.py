@@ -68,6 +68,9 @@ def add_parser(subparsers) -> None:
                         help="how latency (objective or budget) is measured: torch, or onnxruntime on the exported "
                              "model as a CPU deployment runs it (needs bsnas[onnx]; default "
                              f"{_default('latency_backend')})")
+    parser.add_argument("--latency-table", metavar="FILE",
+                        help="predict latency from this machine's table (`bsnas latency build`, same backend and "
+                             "threads) instead of measuring every candidate")
     parser.add_argument("--sampler", choices=SAMPLERS,
                         help="Optuna sampler; auto (default): nsga2 with --rungs 1, evolution with more rungs (half "
                              "random samples across the budget, half mutations of the best training of a cost bin at "

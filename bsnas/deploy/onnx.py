@@ -13,8 +13,6 @@ import contextlib
 import io
 import math
 import os
-import statistics
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +22,11 @@ from torch import nn
 
 from bsnas.errors import BsnasError
 from bsnas.nn.fold import fold_batchnorm
-from bsnas.nn.profile import LatencyResult
+from bsnas.nn.profile import LatencyResult, median_ms
 from bsnas.text import plural
 
-__all__ = ["OPSET", "TOLERANCE", "OnnxCheck", "check_onnx", "export_onnx", "measure_onnx_latency", "onnx_bytes",
-           "require_onnx"]
+__all__ = ["OPSET", "TOLERANCE", "OnnxCheck", "check_onnx", "export_onnx", "export_onnx_bytes", "measure_onnx_latency",
+           "onnx_bytes", "onnx_session", "require_onnx"]
 
 OPSET = 18
 TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| allowed, relative to the largest |PyTorch output|
@@ -85,15 +83,22 @@ class OnnxCheck:
 def onnx_bytes(model: nn.Module, input_size: tuple[int, int, int], batch_size: int | None = None) -> bytes:
     """The serialized ONNX model of `model` (put in eval mode; exported with BatchNorm folded) for images of
     `input_size` (C, H, W); `batch_size` None gives a dynamic batch dimension named `batch`."""
-    require_onnx()
-    model = fold_batchnorm(model)
     example = torch.randn(batch_size or 2, *input_size)
     dynamic = None if batch_size else ({0: torch.export.Dim("batch", min=1)},)
+    return export_onnx_bytes(model, (example,), ["input"], ["logits"], dynamic)
+
+
+def export_onnx_bytes(model: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str],
+                      output_names: list[str], dynamic_shapes=None) -> bytes:
+    """`model` (put in eval mode, BatchNorm folded) exported for `inputs` with the maintained exporter, serialized;
+    the graph's inputs and outputs take the names given."""
+    require_onnx()
+    model = fold_batchnorm(model)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter's progress lines
         warnings.simplefilter("ignore")
         try:
-            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, input_names=["input"],
-                                        output_names=["logits"], dynamic_shapes=dynamic, optimize=True)
+            program = torch.onnx.export(model, inputs, dynamo=True, opset_version=OPSET, input_names=input_names,
+                                        output_names=output_names, dynamic_shapes=dynamic_shapes, optimize=True)
         except Exception as error:  # the exporter raises its own types; say it in one line
             raise BsnasError(f"ONNX export failed: {str(error).splitlines()[0] if str(error) else error!r}") from None
     return program.model_proto.SerializeToString()
@@ -110,7 +115,7 @@ def check_onnx(data: bytes, model: nn.Module, input_size: tuple[int, int, int], 
         checker = True
     except onnx.checker.ValidationError:
         checker = False
-    session = _session(data, threads=1)
+    session = onnx_session(data, threads=1)
     generator = torch.Generator().manual_seed(seed)
     model = model.eval()
     worst, largest, count = 0.0, 0.0, 0
@@ -141,7 +146,9 @@ def export_onnx(model: nn.Module, input_size: tuple[int, int, int], path: str | 
     return check
 
 
-def _session(data: bytes, threads: int):
+def onnx_session(data: bytes, threads: int):
+    """An onnxruntime CPU session of a serialized model as a deployment runs it: `threads` intra-op threads, all
+    graph optimisations."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -157,16 +164,10 @@ def measure_onnx_latency(model: nn.Module | bytes, input_size: tuple[int, int, i
     """Median wall-clock milliseconds of one onnxruntime run (CPU, `threads` intra-op threads, all graph
     optimisations) on a batch of `batch_size`, after `warmup` runs; `model` is a module or serialized ONNX."""
     data = model if isinstance(model, bytes) else onnx_bytes(model, input_size)
-    session = _session(data, threads)
+    session = onnx_session(data, threads)
     feed = {"input": torch.randn(batch_size, *input_size).numpy()}
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1000)
-    return LatencyResult(batch_size, statistics.median(times), repeats, "cpu", threads, backend="onnxruntime")
+    median = median_ms(lambda: session.run(None, feed), warmup, repeats)
+    return LatencyResult(batch_size, median, repeats, "cpu", threads, backend="onnxruntime")
 
 
 def export_run(run_dir: str | Path, output: str | Path | None = None,

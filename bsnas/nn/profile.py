@@ -12,12 +12,14 @@ import dataclasses
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-__all__ = ["LayerProfile", "LatencyResult", "ProfileResult", "count_flops", "measure_latency", "profile"]
+__all__ = ["LayerProfile", "LatencyResult", "ProfileResult", "count_flops", "measure_latency", "median_ms", "profile",
+           "torch_threads"]
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -130,13 +132,26 @@ def _ptflops_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int | N
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int):
+def torch_threads(threads: int):
+    """torch's intra-op threads set to `threads` inside, as they were after."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def median_ms(run: Callable[[], object], warmup: int = 5, repeats: int = 20) -> float:
+    """Median wall-clock milliseconds of one `run()` over `repeats` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
 
 
 def measure_latency(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32), batch_size: int = 1,
@@ -153,26 +168,25 @@ def measure_latency(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
     x = torch.randn(batch_size, *input_size, device=device)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
-    times = []
     try:
-        with _torch_threads(threads), torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            for _ in range(repeats):
-                if device.type == "cuda":
+        with torch_threads(threads), torch.inference_mode():
+            if device.type == "cuda":
+                for _ in range(warmup):
+                    model(x)
+                times = []
+                for _ in range(repeats):
                     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                     start.record()
                     model(x)
                     end.record()
                     torch.cuda.synchronize(device)
                     times.append(start.elapsed_time(end))
-                else:
-                    t0 = time.perf_counter()
-                    model(x)
-                    times.append((time.perf_counter() - t0) * 1000)
+                median = statistics.median(times)
+            else:
+                median = median_ms(lambda: model(x), warmup, repeats)
     finally:
         model.train(was_training)
-    return LatencyResult(batch_size, statistics.median(times), repeats, str(device),
+    return LatencyResult(batch_size, median, repeats, str(device),
                          threads if device.type == "cpu" else None)
 
 

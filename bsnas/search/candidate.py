@@ -3,9 +3,10 @@ space allows, latency measured only when a budget or the objective asks for it."
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,12 +14,16 @@ from bsnas.arch.cost import cost
 from bsnas.arch.plan import PlanError
 from bsnas.arch.spec import ArchSpec
 from bsnas.deploy.onnx import measure_onnx_latency
+from bsnas.latency.table import load_table
 from bsnas.nn.build import build_model
 from bsnas.nn.profile import measure_latency
 from bsnas.search.budget import Budget, format_cost
 from bsnas.space.decode import SearchSpace
 
-__all__ = ["Candidate", "measure_candidate", "measure_latency_ms", "over_budget"]
+if TYPE_CHECKING:
+    from bsnas.search.config import SearchConfig
+
+__all__ = ["Candidate", "latency_function", "measure_candidate", "measure_latency_ms", "over_budget"]
 
 
 @dataclass
@@ -56,6 +61,20 @@ def measure_latency_ms(spec: ArchSpec, device: str = "cpu", backend: str = "torc
     result = measure_latency(model, spec.input_size, 1, device if device != "auto" else "cpu", threads=threads,
                              warmup=3, repeats=15)
     return result.median_ms
+
+
+def latency_function(config: SearchConfig, space: SearchSpace) -> Callable[[ArchSpec], float] | None:
+    """How a search costs a candidate's latency in milliseconds (None when nothing asks for it): predicted from
+    `config.latency_table` (which must cover `space` within the budgets and hold this process's torch threads),
+    else measured (`measure_latency_ms`)."""
+    if not config.measures_latency:
+        return None
+    if config.latency_table is None:
+        return functools.partial(measure_latency_ms, device=config.device, backend=config.latency_backend)
+    table = load_table(config.latency_table)
+    table.check_key(config.latency_backend, torch.get_num_threads())
+    table.check_covers(space, config.budgets)
+    return table.predict_ms
 
 
 def measure_candidate(space: SearchSpace, spec: ArchSpec, params: dict[str, Any], budgets: tuple[Budget, ...],

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bsnas.errors import BsnasError
+from bsnas.latency.table import load_table
 from bsnas.search.budget import COST_KINDS, Budget, format_cost
 from bsnas.search.rungs import RUNG_STUDY
 from bsnas.search.storage import HEARTBEAT_S, redact_url
@@ -24,7 +25,7 @@ __all__ = ["DEFAULT_ETA", "DEFAULT_RUNGS", "DEFAULT_SPACE", "DEFAULT_TRIALS", "S
 
 SAMPLERS = ("auto", "nsga2", "evolution", "tpe", "random")
 # Settings that studies made before the setting existed do not hold, with the value those studies ran with.
-SETTINGS_BEFORE = {"augment": False}
+SETTINGS_BEFORE = {"augment": False, "latency_table": False}
 MULTI_FIDELITY_IMAGES = 1000  # rung 0's training images when --rungs > 1 and no --proxy-images (see the README)
 DEFAULT_RUNGS, DEFAULT_ETA = 5, 3  # the ladder of `bsnas search` and `bsnas calibrate` (see the README)
 DEFAULT_TRIALS = 50  # trials of a search given neither --trials nor --timeout
@@ -58,6 +59,7 @@ class SearchConfig:
     space_file: str = DEFAULT_SPACE  # a shipped space's name or a space file
     objective: str = "flops"  # flops | latency | params
     latency_backend: str = "torch"  # torch | onnxruntime: how a latency objective or budget is measured
+    latency_table: str | None = None  # a `bsnas latency build` table of this machine: latency summed, not measured
     sampler: str = "auto"  # auto: nsga2 for a single-fidelity search, evolution with rungs (see `sampler_name`)
     trials: int | None = None  # trials of the study (a resumed study goes on to it); None: DEFAULT_TRIALS, or with a
     # timeout as many as it allows
@@ -95,6 +97,8 @@ class SearchConfig:
             from bsnas.deploy.onnx import require_onnx
 
             require_onnx()
+        if self.latency_table is not None:
+            self._check_latency_table()
         if self.sampler not in SAMPLERS:
             raise BsnasError(f"--sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}.")
         if self.trials is None and self.timeout is None:
@@ -118,6 +122,17 @@ class SearchConfig:
             raise BsnasError(f"--heartbeat must be a whole number of seconds from 1 to 3600, got {self.heartbeat_s!r}.")
         if self.zoo_pattern is not None:
             regex(self.zoo_pattern, "--zoo")
+
+    def _check_latency_table(self) -> None:
+        """A table is for a search that costs latency, on the CPU, and must be of this machine, backend and (when
+        --threads is given) threads; the workers check the threads they run with."""
+        if not self.measures_latency:
+            raise BsnasError("--latency-table is for a latency objective or budget: add --objective latency or a "
+                             "--budget in ms.")
+        if self.device.startswith("cuda"):
+            raise BsnasError("--latency-table: tables are measured on the CPU; this search measures latency on "
+                             f"{self.device}.")
+        load_table(self.latency_table).check_key(self.latency_backend, self.threads)
 
     @property
     def sampler_name(self) -> str:
@@ -164,7 +179,8 @@ class SearchConfig:
     def study_settings(self) -> dict[str, Any]:
         """What must stay the same when a study is resumed or joined: every setting a trial's result depends on."""
         return {"budgets": [[b.kind, b.limit] for b in self.budgets], "objective": self.objective,
-                "latency_backend": self.latency_backend, "dataset": self.dataset, "seed": self.seed,
+                "latency_backend": self.latency_backend, "latency_table": self.latency_table is not None,
+                "dataset": self.dataset, "seed": self.seed,
                 "proxy_epochs": self.proxy_epochs,
                 "proxy_images": self.proxy_images, "proxy_val": self.proxy_val, "rungs": self.rungs, "eta": self.eta,
                 "augment": self.rung_augment}

@@ -59,7 +59,8 @@ def trial_training(record: SearchRecord, number: int, rung: int | None = None) -
         raise BsnasError(f"--rung {rung}: trial {number} was trained at rung(s) "
                          f"{', '.join(map(str, sorted(trainings)))} only.")
     ticket = trainings[rung]
-    settings = config_from_dict(record.study.user_attrs.get("config", {}), storage=None)
+    settings = config_from_dict(record.study.user_attrs.get("config", {}), storage=None,
+                                latency_table=None)  # a training needs no latency (nor this machine's table)
     evaluator = ProxyEvaluator.for_search(settings, ticket.user_attrs.get("seed"))
     config = dataclasses.replace(evaluator.train_config(rung), threads=ticket.user_attrs.get("threads"))
     return TrialTraining(number, rung, trial_spec(ticket), config,

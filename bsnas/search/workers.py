@@ -21,8 +21,9 @@ from optuna.trial import FrozenTrial, TrialState
 from bsnas.arch.cost import cost
 from bsnas.arch.spec import ArchSpec
 from bsnas.errors import BsnasError
+from bsnas.latency.table import load_table
 from bsnas.search.budget import Budget, format_cost
-from bsnas.search.candidate import measure_latency_ms
+from bsnas.search.candidate import latency_function
 from bsnas.search.config import SearchConfig, default_workers
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
 from bsnas.search.front import best_zoo
@@ -98,6 +99,8 @@ def prepare_search(config: SearchConfig, space: SearchSpace) -> tuple[SearchSpac
     data = ProxyEvaluator(config.dataset, config.data_root).data()
     space = space.for_data(data.in_channels, data.image_size, data.num_classes)
     check_space_fits(space, config.budgets)
+    if config.latency_table is not None:
+        load_table(config.latency_table).check_covers(space, config.budgets)
     study = create_study(config, space)
     zoo = warm_start(zoo_slots(space, config.budgets, config.zoo_pattern), config.trials) if config.warm_start else []
     set_zoo_slots(study, zoo)
@@ -179,7 +182,7 @@ def _work(config: SearchConfig, space: SearchSpace, index: int, threads: int | N
     rungs = [ticket_queue(rung_study, storage) for rung_study in rung_studies]
     trainings = [training_job(evaluate, config.seed, rung) for rung in range(config.rungs)]
     objective = make_objective(space, config.budgets, config.objective, evaluate, rungs[0], config.seed,
-                               _latency(config), deadline)
+                               latency_function(config, space), deadline)
     callbacks = [lambda s, t: on_update(s)] if on_update else []
 
     def queued_training() -> bool:
@@ -212,13 +215,6 @@ def _work(config: SearchConfig, space: SearchSpace, index: int, threads: int | N
 
     work([search, *rungs], [queued_training, promotion, slot, zoo_reference], deadline, min(config.heartbeat_s, 5.0),
          on_look=functools.partial(on_update, study) if on_update else None)
-
-
-def _latency(config: SearchConfig) -> Callable[[ArchSpec], float] | None:
-    """How a candidate's latency is measured, when the objective or a budget is latency."""
-    if not config.measures_latency:
-        return None
-    return functools.partial(measure_latency_ms, device=config.device, backend=config.latency_backend)
 
 
 def _zoo_reference(rungs: list[optuna.Study]) -> FrozenTrial | None:

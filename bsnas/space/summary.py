@@ -11,11 +11,12 @@ distinct block of a large space takes long, so `smallest_cost` first finds a che
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bsnas.arch.cost import cost, node_cost
-from bsnas.arch.plan import PlanError, plan_block, plan_head, plan_input, plan_stem
+from bsnas.arch.plan import Node, PlanError, plan_block, plan_head, plan_input, plan_stem
 from bsnas.arch.spec import ArchSpec
 from bsnas.arch.zoo import scale_channels
 from bsnas.errors import BsnasError
@@ -67,16 +68,21 @@ def _values(choice: Choice) -> list:
     return choice.enumerate() if choice.count() < math.inf else [choice.low, choice.high]
 
 
-def cost_bounds(space: SearchSpace, limits: tuple[float, float] = (math.inf, math.inf)) -> CostBounds | None:
+def cost_bounds(space: SearchSpace, limits: tuple[float, float] = (math.inf, math.inf),
+                visit: Callable[[Node], None] | None = None) -> CostBounds | None:
     """Exact min/max FLOPs and parameters over the points of `space` at its input size (`for_data`).
 
     With `limits` (FLOPs, params) the walk drops every partial network already over a limit: the result
     then says whether any point fits (None when none does) and its minima are exact; this is fast for tight
     limits. Without limits it visits every distinct block of the space (about half a minute for the shipped
-    MobileNet space).
+    MobileNet space). `visit(node)` sees the plan nodes (input, stem, blocks, head, classifier) of the partial
+    networks the walk keeps: every node of every point within the limits (and some of partial networks that
+    turn out over them), some more than once.
     """
+    visit = visit or (lambda node: None)
     in_channels, height, width_px = space.input_size
     input_bn = plan_input(ArchSpec.input_bn, in_channels, (height, width_px))  # the spaces' specs keep the default
+    visit(input_bn)
     start = node_cost(input_bn)
     block_costs: dict = {}
 
@@ -85,7 +91,7 @@ def cost_bounds(space: SearchSpace, limits: tuple[float, float] = (math.inf, mat
         if key not in block_costs:
             try:
                 node, out_channels, out_size = plan_block(block, channels, size)
-                block_costs[key] = (*node_cost(node), out_channels, out_size)
+                block_costs[key] = (node, *node_cost(node), out_channels, out_size)
             except PlanError:
                 block_costs[key] = None
         return block_costs[key]
@@ -110,9 +116,10 @@ def cost_bounds(space: SearchSpace, limits: tuple[float, float] = (math.inf, mat
                 flops, params = node_cost(node)
                 value = _add((start.flops, start.flops, start.params, start.params), flops, params)
                 if keep(value):
+                    visit(node)
                     _merge(states, (values["out_channels"], channels, size, False), value)
             for stage in space.stages:
-                states = _stage(stage, states, block_type, context, width, block_cost, keep)
+                states = _stage(stage, states, block_type, context, width, block_cost, keep, visit)
             for (_, channels, size, has_block), value in states.items():
                 if not has_block:
                     continue
@@ -121,6 +128,8 @@ def cost_bounds(space: SearchSpace, limits: tuple[float, float] = (math.inf, mat
                     flops, params = (a + b for a, b in zip(node_cost(head), node_cost(classifier), strict=True))
                     total = _add(value, flops, params)
                     if total[0] <= limits[0] and total[2] <= limits[1]:
+                        visit(head)
+                        visit(classifier)
                         _merge(totals, "all", total)
     return CostBounds(*totals["all"]) if totals else None
 
@@ -210,7 +219,8 @@ def extreme_point(space: SearchSpace, kind: str, largest: bool = False) -> ArchS
     return space.decode(_Answers(decisions, largest))
 
 
-def _stage(stage: StageSpace, states: dict, block_type: str, context: dict, width, block_cost, keep) -> dict:
+def _stage(stage: StageSpace, states: dict, block_type: str, context: dict, width, block_cost, keep,
+           visit) -> dict:
     """The states after a stage: every repeat count, every block's every assignment."""
     repeats = set(stage.repeats.enumerate())
     exits: dict = {}
@@ -230,9 +240,10 @@ def _stage(stage: StageSpace, states: dict, block_type: str, context: dict, widt
                 result = block_cost(block, channels, size)
                 if result is None:
                     continue
-                flops, params, out_channels, out_size = result
+                node, flops, params, out_channels, out_size = result
                 total = _add(value, flops, params)
                 if keep(total):
+                    visit(node)
                     _merge(following, (values["out_channels"], out_channels, out_size, True), total)
         current = following
         if index + 1 in repeats:
