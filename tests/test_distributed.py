@@ -15,6 +15,8 @@ import yaml
 
 from bsnas.train.rundir import load_checkpoint
 
+pytestmark = pytest.mark.slow  # torchrun with two ranks, killed and resumed (CI runs it: .ci/run)
+
 SPEC = {"name": "tiny", "stem": {"out_channels": 8},
         "blocks": [{"type": "conv", "op": "bsconv_u", "out_channels": 16, "stride": 2}], "in_channels": 3}
 FLAGS = ["--dataset", "synthetic", "--preset", "paper", "--epochs", "4", "--batch-size", "64", "--threads", "1",

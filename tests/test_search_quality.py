@@ -51,6 +51,7 @@ def _run(runs, *extra) -> dict:
     return json.loads((runs / "q" / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_the_smoke_run_of_random_search_and_the_zoo_resumes_without_training_anything_again(tmp_path, capsys):
     first = _run(tmp_path, "--methods", "random,zoo")
     assert first["new_searches"] == 1 and first["new_final_trainings"] > 0

@@ -15,6 +15,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+pytestmark = pytest.mark.slow  # real processes killed and waited for: minutes (CI runs them: .ci/run)
+
 TRIALS = 6
 # synthetic data, trainings of a few seconds (long enough to be killed in), heartbeats every second
 ARGS = ["--dataset", "synthetic", "--rungs", "1", "--proxy-images", "512", "--proxy-epochs", "6",

@@ -264,6 +264,7 @@ def test_fold_batchnorm_returns_a_model_it_cannot_trace():
     assert fold_batchnorm(model) is model and not model.training
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
                     reason="needs the Debian package dataset-fashion-mnist")
