@@ -21,7 +21,7 @@ from bsnas.arch.zoo import get_spec, list_models
 from bsnas.deploy.onnx import measure_onnx_latency, onnx_bytes
 from bsnas.nn.build import build_model
 from bsnas.nn.profile import measure_latency
-from bsnas.search.calibrate import kendall_tau, spearman_rho
+from bsnas.search.ranking import kendall_tau, spearman_rho
 
 
 def main() -> None:

@@ -4,6 +4,9 @@
         What rejecting a candidate costs: decoding a point and costing it from its plan (`bsnas.cost`), against
         building the model and counting with hooks (`bsnas.nn.profile.count_flops`); then whole infeasible Optuna
         trials in an SQLite study (sampling ~64 parameters, user attributes, constraints), none trained.
+    python benchmarks/bench_search.py sampler RUN_FOLDER [--repeats 3] [--candidates 10]
+        The predictor-guided sampler's own time per candidate (the predictor's refit, the proposals with their costing
+        and scoring) on a finished search's storage, against that search's median rung-0 training.
     python benchmarks/bench_search.py throughput [--budget 30MFLOPs] [--minutes 10] [--rungs 1 3] [--eta 3]
         [--proxy-images N] [--workers W]
         Real searches on Fashion-MNIST for a fixed time each, one per --rungs value, one after the other in the same
@@ -14,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import shutil
 import statistics
@@ -27,9 +31,11 @@ import torch
 from bsnas.arch.cost import cost
 from bsnas.nn.build import build_model
 from bsnas.nn.profile import count_flops
-from bsnas.search.budget import parse_budget
+from bsnas.search.budget import Budget, parse_budget
 from bsnas.search.config import SearchConfig
+from bsnas.search.guided import PROPOSALS, REFIT_EVERY, PredictorSampler
 from bsnas.search.objective import make_objective
+from bsnas.search.predictor import Predictor, rung_trainings
 from bsnas.search.promotion import results
 from bsnas.search.rungs import open_rung_study, ticket_queue
 from bsnas.search.slots import count_trials
@@ -129,6 +135,48 @@ def throughput(args: argparse.Namespace) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def sampler(args: argparse.Namespace) -> None:
+    """The predictor-guided sampler's own time per candidate on a finished search's storage (read, never written):
+    the proposals with their costing and scoring (the median over `--candidates` candidates in a row, after one to
+    warm the caches, as in a running search) and the predictor's refit (encodings cached, once per `REFIT_EVERY`
+    trainings), in CPU-seconds of this one-thread process (what they take of a worker, whatever else the machine
+    runs), against the median rung-0 training of that search (seconds of a one-thread worker)."""
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder = Path(args.folder)
+    record = load_record(folder.name, runs_dir=str(folder.parent))
+    config = record.study.user_attrs["config"]
+    made = json.loads(results(record.rungs[0])[0].user_attrs["spec"])
+    space = resolve_space(config["space_file"]).for_data(made["in_channels"], made["image_size"], made["num_classes"])
+    budgets = tuple(Budget(kind, limit) for kind, limit in config["budgets"])
+    specs: dict = {}
+    trainings = rung_trainings([results(rung) for rung in record.rungs], specs)
+    refits, proposing = [], []
+    for repeat in range(args.repeats):
+        predictor = Predictor(repeat).fit(trainings, specs)  # every encoding made once
+        start = time.process_time()
+        predictor.fit(trainings, specs)  # a refit, as when new trainings arrive (their encodings aside)
+        refits.append(time.process_time() - start)
+        guided = PredictorSampler(space, budgets, config["objective"], record.rungs, seed=repeat, min_results=0)
+        copy = optuna.create_study(directions=["maximize", "minimize"], sampler=guided)
+        for trial in record.study.get_trials(deepcopy=False):
+            copy.add_trial(trial)
+        space.sample(copy.ask())  # the first candidate: the sampler's predictor fitted, the caches warm
+        for _ in range(args.candidates):
+            start = time.process_time()
+            trial = copy.ask()
+            space.sample(trial)  # proposals, costing, scoring (no new training: no refit)
+            proposing.append(time.process_time() - start)
+            assert guided.trial_attrs(trial.number)["sampler"] == "predictor"
+    train = statistics.median(t.user_attrs["train_seconds"] for t in results(record.rungs[0]))
+    refit, propose = statistics.median(refits), statistics.median(proposing)
+    per_candidate = propose + refit / REFIT_EVERY
+    print(f"predictor sampler on {folder} ({len(trainings)} trainings, {PROPOSALS} proposals per candidate, "
+          f"{args.repeats}x{args.candidates} candidates), CPU time: proposals and scoring median {propose * 1000:.0f} "
+          f"ms, refit median {refit * 1000:.0f} ms once per {REFIT_EVERY} trainings; per candidate "
+          f"{per_candidate * 1000:.0f} ms = {per_candidate / train:.1%} of the median rung-0 training ({train:.1f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -148,6 +196,11 @@ def main() -> None:
     two.add_argument("--eta", type=int, default=3)
     two.add_argument("--proxy-images", type=int, default=None)
     two.set_defaults(run=throughput)
+    three = sub.add_parser("sampler")
+    three.add_argument("folder", metavar="RUN_FOLDER", help="a finished search's run folder (its study.db)")
+    three.add_argument("--repeats", type=int, default=3)
+    three.add_argument("--candidates", type=int, default=10)
+    three.set_defaults(run=sampler)
     args = parser.parse_args()
     args.run(args)
 

@@ -36,8 +36,8 @@ from bsnas.latency.build import calibration_specs, measure_table, space_cover, s
 from bsnas.latency.entries import Layer, network_entries
 from bsnas.latency.table import fit_overhead
 from bsnas.search.budget import parse_budget
-from bsnas.search.calibrate import kendall_tau, spearman_rho
 from bsnas.search.candidate import measure_latency_ms
+from bsnas.search.ranking import kendall_tau, spearman_rho
 from bsnas.space.load import resolve_space
 
 FITS = ("none", "offset", "linear")

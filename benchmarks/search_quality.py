@@ -2,9 +2,10 @@
 fidelity, Syne Tune's MOASHA and the zoo, over search seeds, after one final training for all.
 
     python benchmarks/search_quality.py [--budget 20MFLOPs] [--search-minutes 5] [--seeds 0 1 2]
-        [--methods default,no-warm-start,random,single-fidelity,moasha,zoo] [--final-epochs 1] [--final-images 20000]
-        [--points 3] [--noise-seeds 3] [--workers 2] [--threads 1] [--space mobilenet] [--dataset fashion-mnist]
-        [--data-root DIR] [--device cpu] [--name bench-quality] [--runs-dir runs] [--plots-dir DIR] [--smoke]
+        [--methods default,no-warm-start,random,single-fidelity,moasha,zoo,predictor] [--final-epochs 1]
+        [--final-images 20000] [--points 3] [--noise-seeds 3] [--workers 2] [--threads 1] [--space mobilenet]
+        [--dataset fashion-mnist] [--data-root DIR] [--device cpu] [--name bench-quality] [--runs-dir runs]
+        [--plots-dir DIR] [--smoke]
 
 Methods (the same space, budget, data, workers and threads, search seed and time T each):
 
@@ -15,7 +16,9 @@ Methods (the same space, budget, data, workers and threads, search seed and time
   warm start like the other searches from scratch, so that it differs from no-warm-start in the fidelity (and
   the sampler that goes with it) only; what the warm start adds is default against no-warm-start;
 - moasha: Syne Tune's MOASHA (benchmarks/moasha_peer.py, the `bench` extra) at bsnas's rungs;
-- zoo: every zoo model of the space's family that is a point of the space and fits the budget (no search).
+- zoo: every zoo model of the space's family that is a point of the space and fits the budget (no search);
+- predictor: `bsnas search` with its defaults but `--sampler predictor` (the performance predictor chooses what
+  is trained, `bsnas.search.guided`): against default, only the sampler differs.
 
 Each search runs as a user runs it (`python -m bsnas search ... --timeout T`, its own run folder), one after the
 other, interleaved (seed 0: every method, then seed 1, ...). `--timeout` stops *starting* trainings at T, so
@@ -94,6 +97,7 @@ METHODS: dict[str, list[str] | None] = {
     "single-fidelity": ["--rungs", "1", "--no-warm-start"],
     "moasha": None,
     "zoo": None,
+    "predictor": ["--sampler", "predictor"],
 }
 STOP_AFTER_S = 3.0  # seconds after T at which a search is stopped (nothing it finishes later counts)
 KILL_AFTER_S = 20.0  # seconds a stopped search has to exit before it and its process group are killed

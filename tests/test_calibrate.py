@@ -8,7 +8,7 @@ import math
 import pytest
 
 from bsnas.cli import main
-from bsnas.search.calibrate import kendall_tau, spearman_rho
+from bsnas.search.ranking import kendall_tau, spearman_rho
 
 
 @pytest.mark.parametrize(("x", "y", "tau", "rho"), [
@@ -33,7 +33,7 @@ def test_a_calibration_runs_resumes_and_writes_its_table(tmp_path, capsys):
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert err.rstrip().endswith("rung 0 6/6, rung 1 6/6, reference 6/6")  # the progress line, last when done
-    assert "Spearman rho" in out and "rung1" in out and "flops" in out
+    assert "Spearman rho" in out and "rung1" in out and "flops" in out and "predictor" in out
     with open(tmp_path / "calibrate" / "calibrate.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert len(rows) == 6 and all(row["rung0"] and row["rung1"] and row["reference"] for row in rows)

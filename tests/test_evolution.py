@@ -11,6 +11,7 @@ from test_multifidelity import RungTrainer
 from bsnas.search.budget import parse_budget
 from bsnas.search.config import SearchConfig
 from bsnas.search.evolution import MAX_MUTATIONS, EvolutionSampler, best_per_bin
+from bsnas.search.promotion import results
 from bsnas.search.rungs import open_rung_study
 from bsnas.search.study import load_record
 from bsnas.search.workers import run_search
@@ -37,10 +38,11 @@ def test_parents_are_the_best_of_every_cost_bin_at_the_highest_rung_holding_one(
     for trial, accuracy, cost_m in ((0, 0.84, 1.0), (1, 0.85, 1.5), (6, 0.88, 40.0), (7, 0.90, 50.0)):
         rungs[1].add_trial(_ticket(trial, accuracy, cost_m))
     rungs[2].add_trial(_ticket(6, 0.91, 40.0))
-    parents = best_per_bin(rungs, budget=100.0)
+    parents = best_per_bin([results(study) for study in rungs], budget=100.0)
     # bin 0: rung 1 says 1; bin 1: only rung 0, 3; bin 2: only rung 0, 5; bin 3: rung 2 holds 6 (7 never got there)
     assert [t.user_attrs["trial"] for t in parents] == [1, 3, 5, 6]
-    assert best_per_bin(_rungs(tmp_path, 2, "empty.db"), budget=100.0) == []  # no result yet: no parent
+    empty = _rungs(tmp_path, 2, "empty.db")
+    assert best_per_bin([results(study) for study in empty], budget=100.0) == []  # no result yet: no parent
 
 
 def _parent_study(space, seed: int = 3):

@@ -338,7 +338,7 @@ def test_device_cuda_without_a_gpu_is_one_line_before_any_run(tmp_path, monkeypa
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # TPE's group=True
-@pytest.mark.parametrize("sampler", ["nsga2", "evolution", "tpe", "random"])
+@pytest.mark.parametrize("sampler", ["nsga2", "evolution", "tpe", "random", "predictor"])
 def test_the_largest_seed_seeds_every_workers_sampler(sampler):
     """Worker k's sampler is seeded with seed + 1000 k: past 2**32 - 1, numpy refuses the seed."""
     from bsnas.search.config import SearchConfig
@@ -346,8 +346,9 @@ def test_the_largest_seed_seeds_every_workers_sampler(sampler):
 
     config = SearchConfig(name="s", space_file="mobilenet", budgets=(parse_budget("2MFLOPs"),), seed=2**32 - 1,
                           sampler=sampler, workers=8)
+    space = load_space(shipped_space_path("mobilenet"))
     for worker in range(config.workers):
-        create_sampler(config, worker).reseed_rng()
+        create_sampler(config, space, worker).reseed_rng()
 
 
 # Storages and run folders that cannot be used: one line, nothing half-made (issue 21)

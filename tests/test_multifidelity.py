@@ -167,7 +167,9 @@ def test_the_cli_runs_a_two_rung_search_and_exports_from_the_top_rung(tmp_path, 
 def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
     from bsnas.search.config import MULTI_FIDELITY_IMAGES
     from bsnas.search.evaluator import ProxyEvaluator
+    from bsnas.search.guided import PredictorSampler
     from bsnas.search.samplers import create_sampler
+    from bsnas.space.load import resolve_space
     from bsnas.train.config import preset
 
     def config(**changes):
@@ -178,9 +180,11 @@ def test_auto_sampler_and_rung_0_size_follow_the_rungs(tmp_path):
     assert config().sampler_name == "evolution"  # the default ladder has rungs
     assert (one.sampler_name, three.sampler_name, config(rungs=3, sampler="tpe").sampler_name) == (
         "nsga2", "evolution", "tpe")
-    assert isinstance(create_sampler(one), optuna.samplers.NSGAIISampler)
-    assert isinstance(create_sampler(three), EvolutionSampler)
-    assert isinstance(create_sampler(config(rungs=3, sampler="random")), optuna.samplers.RandomSampler)
+    space = resolve_space("mobilenet")
+    assert isinstance(create_sampler(one, space), optuna.samplers.NSGAIISampler)
+    assert isinstance(create_sampler(three, space), EvolutionSampler)
+    assert isinstance(create_sampler(config(rungs=3, sampler="random"), space), optuna.samplers.RandomSampler)
+    assert isinstance(create_sampler(config(rungs=3, sampler="predictor"), space), PredictorSampler)
     assert (one.rung0_images, three.rung0_images, config(rungs=3, proxy_images=500).rung0_images) == (
         None, MULTI_FIDELITY_IMAGES, 500)
     assert ProxyEvaluator.for_search(three).images == MULTI_FIDELITY_IMAGES

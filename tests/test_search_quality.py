@@ -72,9 +72,9 @@ def test_the_smoke_run_of_random_search_and_the_zoo_resumes_without_training_any
 def test_the_smoke_run_of_every_method_resumes_without_training_anything_again(tmp_path):
     pytest.importorskip("syne_tune", reason="the moasha method needs the bench extra")
     first = _run(tmp_path)
-    assert first["new_searches"] == 5
+    assert first["new_searches"] == 6
     assert {run["method"] for run in first["runs"]} == {"default", "no-warm-start", "random", "single-fidelity",
-                                                        "moasha", "zoo"}
+                                                        "moasha", "zoo", "predictor"}
     assert next(run for run in first["runs"] if run["method"] == "moasha")["syne_tune"] == "0.16.0"
     again = _run(tmp_path)
     assert again["new_searches"] == 0 and again["new_final_trainings"] == 0

@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
                   "zoo": t.user_attrs.get("zoo"), "knee": index == bend} for index, t in enumerate(points)]
         print(json.dumps({"run": args.run_name, "counts": count_trials(record.study), "front": front,
                           "hypervolume": record.hypervolume(), "budget": record.budget, "unit": record.unit,
+                          "sampler": record.sampler, "prediction_quality": [
+                              {"rung": rung, "candidates": n, "spearman": rho}
+                              for rung, n, rho in record.prediction_quality()],
                           "csv": str(paths.csv), "plot": str(paths.plot)}, indent=2))
         return 0
     print_report(record, run_dir, wide=args.wide)

@@ -74,7 +74,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--sampler", choices=SAMPLERS,
                         help="Optuna sampler; auto (default): nsga2 with --rungs 1, evolution with more rungs (half "
                              "random samples across the budget, half mutations of the best training of a cost bin at "
-                             "the top rungs)")
+                             "the top rungs); predictor: the proposal a performance predictor fitted on every "
+                             "training rates best, within a cost bin in turn")
     parser.add_argument("--population", type=int,
                         help=f"NSGA-II population size (default {_default('population')})")
     parser.add_argument("--name", help="run name (default search-<space>-<first budget>)")

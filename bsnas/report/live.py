@@ -112,8 +112,10 @@ class SearchProgress:
             running_text = f"training {sum(running)} (per rung {'/'.join(map(str, running))})"
         else:
             running_text = f"training {sum(running)}"
+        quality = self.record.prediction_quality() if self.record.sampler == "predictor" else []
+        predictor = f"  predictor rho {quality[0][2]:+.2f} (rung 0, {quality[0][1]})" if quality else ""
         line = (f"{progress}  {running_text}  feasible {share:.0%}  trained {counts['trained']}  "
-                f"duplicates {counts['duplicate']}{rungs}  front {len(front)} ({best_text})  "
+                f"duplicates {counts['duplicate']}{rungs}  front {len(front)} ({best_text}){predictor}  "
                 f"{self._left(counts['slots'], by_rung)}")
         if self.live_view is None:
             status = line.rsplit("  ", 1)[0]

@@ -17,8 +17,8 @@ from bsnas.search.budget import format_cost
 from bsnas.search.front import SearchRecord, knee, trial_number, trial_spec
 from bsnas.text import plural
 
-__all__ = ["FOLD_MIN", "Column", "front_columns", "hypervolume_line", "print_report", "print_table", "table_console",
-           "zoo_line"]
+__all__ = ["FOLD_MIN", "Column", "front_columns", "hypervolume_line", "print_report", "print_table", "sampler_line",
+           "table_console", "zoo_line"]
 
 FOLD_MIN = 16  # the narrowest a folding column gets on a narrow terminal
 
@@ -126,6 +126,18 @@ def zoo_line(record: SearchRecord) -> str | None:
             f"{format_cost('flops', zoo.user_attrs.get('flops'))}{dominated}")
 
 
+def sampler_line(record: SearchRecord) -> str:
+    """Which sampler ran; for the predictor's, how many candidates it chose and how well it ranked them."""
+    if record.sampler != "predictor":
+        return f"sampler: {record.sampler}"
+    said = [t.user_attrs["sampler"] for t in record.study.get_trials(deepcopy=False) if "sampler" in t.user_attrs]
+    ranked = ", ".join(f"{rho:+.2f} at rung {rung} ({n} candidates)" for rung, n, rho in record.prediction_quality())
+    return (f"sampler: predictor, {sum(s == 'predictor' for s in said)} of {len(said)} sampled candidates (the "
+            "evolution sampler proposed the others while rung 0 held too few trainings to learn from); its "
+            "predictions, made before training, against the accuracy measured: "
+            + (f"Spearman rho {ranked}" if ranked else "not yet (fewer than 3 of its candidates trained)"))
+
+
 def hypervolume_line(record: SearchRecord) -> str:
     """The front's hypervolume, or why there is none (no budget on the objective's cost for its reference)."""
     value = record.hypervolume()
@@ -149,6 +161,7 @@ def print_report(record: SearchRecord, run_dir: Path, stream=None, wide: bool = 
     if line := zoo_line(record):
         console.print(line, highlight=False, soft_wrap=True)
     console.print(hypervolume_line(record), highlight=False, soft_wrap=True)
+    console.print(sampler_line(record), highlight=False, soft_wrap=True)
     counts = count_trials(record.study)
     share = counts["feasible"] / counts["complete"] if counts["complete"] else 0.0
     trainings = sum(len(r) for r in record.trainings().values())

@@ -17,8 +17,9 @@ from bsnas.search.front import SearchRecord, trial_number, trial_spec
 __all__ = ["CSV_COLUMNS", "export_front", "write_trials_csv"]
 
 CSV_COLUMNS = ("number", "state", "status", "name", "zoo", "val_accuracy", "cost", "flops", "params", "latency_ms",
-               "rung_reached", "pareto", "spec_hash", "duplicate_of", "parent", "mutated", "width_fit", "train_seconds",
-               "seed", "threads", "torch", "worker", "reason")
+               "rung_reached", "pareto", "spec_hash", "duplicate_of", "sampler", "predicted_accuracy",
+               "predicted_spread", "parent", "mutated", "width_fit", "train_seconds", "seed", "threads", "torch",
+               "worker", "reason")
 
 
 def export_front(record: SearchRecord, folder: str | Path) -> list[Path]:
@@ -62,7 +63,8 @@ def _row(trial: FrozenTrial, front: set[int], trainings: dict, rungs: int) -> di
 def write_trials_csv(record: SearchRecord, path: str | Path) -> Path:
     """One row per trial that started (slots a --timeout left queued are not rows): status, accuracy (the proxy's,
     and at every rung), costs, rung reached, front membership, spec hash, duplicate, parent and mutated fields
-    (evolution), width fit, what its score depends on, budget reason."""
+    (evolution, predictor), what the sampler said (the predictor's accuracy and spread), width fit, what its score
+    depends on, budget reason."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     front = {trial_number(point) for point in record.front()}

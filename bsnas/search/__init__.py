@@ -4,11 +4,12 @@ The modules follow the data flow: `config` (every setting, `SearchConfig`) and `
 `candidate` (a sampled spec costed and shrunk into the budget) -> `objective` (one trial: sample, cost, train at
 rung 0) and `evaluator` (the proxy trainings of each rung) -> `rungs` (trainings at a rung, once each) and
 `promotion` (ASHA within cost bins) -> `scheduler` (every job on every study: queue, claim, own, recover, bounded
-waits), `slots` (the N trials of a search), `warm_start` (the zoo's first slots), `samplers` and `evolution` (what
-is proposed) -> `workers` (`run_search`: the worker processes' priority list) and `processes` (starting and
-stopping them) -> `study` (create, check and open a search's study) and `storage` (Optuna's RDB storage) -> `front`
-(the Pareto front at the top rung and the picks) and `hypervolume` (how good a front is); beside them `calibrate`
-(how well each rung ranks) and `reproduce` (a trial trained again).
+waits), `slots` (the N trials of a search), `warm_start` (the zoo's first slots), `samplers`, `evolution`, and
+`guided` with its `predictor` (what is proposed) -> `workers` (`run_search`: the worker processes' priority list)
+and `processes` (starting and stopping them) -> `study` (create, check and open a search's study) and `storage`
+(Optuna's RDB storage) -> `front` (the Pareto front at the top rung and the picks) and `hypervolume` (how good a
+front is); beside them `calibrate` (how well each rung ranks, with `ranking`'s correlations) and `reproduce` (a
+trial trained again).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ models that are points of it. Every (candidate, rung) and every reference traini
 the search's scheduler (`bsnas.search.scheduler`: one owner per candidate and study, dead workers' tickets
 recovered and queued again), so a run can be killed and resumed without training anything twice. The report
 ranks the rungs against the reference by Kendall's tau and Spearman's rho, beside FLOPs and parameters as the
-trivial predictors (strong baselines in the literature), over all candidates and per cost range.
+trivial predictors (strong baselines in the literature) and the search's performance predictor (cross-validated
+over the candidates), over all candidates and per cost range.
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ from optuna.trial import TrialState
 
 from bsnas.arch.cost import cost
 from bsnas.arch.spec import ArchSpec, spec_hash, spec_to_dict
+from bsnas.arch.validate import spec_from_dict
 from bsnas.arch.zoo import get_spec
 from bsnas.errors import BsnasError
 from bsnas.search.budget import Budget
 from bsnas.search.candidate import measure_candidate
 from bsnas.search.evaluator import Evaluation, ProxyEvaluator
 from bsnas.search.logs import quiet_optuna
+from bsnas.search.predictor import Predictor, Training
 from bsnas.search.processes import STORAGE_LOST, run_processes
 from bsnas.search.promotion import results
+from bsnas.search.ranking import kendall_tau, spearman_rho
 from bsnas.search.rungs import TICKET_KEY, open_rung_study, ticket_queue, training_job
 from bsnas.search.scheduler import NO_DEADLINE, JobQueue, work
 from bsnas.search.storage import guard_storage, open_storage, storage_lost
@@ -40,10 +44,11 @@ from bsnas.space.decode import SearchSpace
 from bsnas.text import setting_changes
 from bsnas.train.config import preset
 
-__all__ = ["REFERENCE", "CalibrationEvaluator", "Calibration", "candidates", "collect", "correlations",
-           "kendall_tau", "prepare", "progress", "run", "spearman_rho"]
+__all__ = ["PREDICTOR_FOLDS", "REFERENCE", "CalibrationEvaluator", "Calibration", "candidates", "collect",
+           "correlations", "predicted_reference", "prepare", "progress", "run"]
 
 REFERENCE = -1  # the rung number of the reference trainings
+PREDICTOR_FOLDS = 5  # cross-validation of the predictor's ranking (`predicted_reference`)
 
 
 @dataclass(frozen=True)
@@ -205,54 +210,6 @@ def run(calibration: Calibration, report=None, every_s: float = 30.0) -> int:
     return sum(code != 0 for code in codes)
 
 
-def _ranks(values: list[float]) -> list[float]:
-    """Ranks from 1, ties sharing their average rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
-def spearman_rho(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation (Pearson's r of the ranks; nan with fewer than two points or no spread)."""
-    rx, ry = _ranks(x), _ranks(y)
-    n = len(x)
-    if n < 2:
-        return math.nan
-    mx, my = sum(rx) / n, sum(ry) / n
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    sx = math.sqrt(sum((a - mx) ** 2 for a in rx))
-    sy = math.sqrt(sum((b - my) ** 2 for b in ry))
-    return cov / (sx * sy) if sx and sy else math.nan
-
-
-def kendall_tau(x: list[float], y: list[float]) -> float:
-    """Kendall's tau-b (ties in either ranking counted as neither concordant nor discordant)."""
-    concordant = discordant = ties_x = ties_y = 0
-    for i in range(len(x)):
-        for j in range(i + 1, len(x)):
-            dx, dy = x[i] - x[j], y[i] - y[j]
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
-    return (concordant - discordant) / denominator if denominator else math.nan
-
-
 def collect(calibration: Calibration) -> list[dict]:
     """One row per candidate with a reference result: name, FLOPs, params, accuracy at every rung and reference."""
     storage = open_storage(calibration.storage_url, calibration.heartbeat_s)
@@ -263,19 +220,45 @@ def collect(calibration: Calibration) -> list[dict]:
         for ticket in results(study):
             row = by_hash.setdefault(ticket.user_attrs["spec_hash"], {
                 "name": json.loads(ticket.user_attrs["spec"])["name"], "flops": ticket.user_attrs["flops"],
-                "params": ticket.user_attrs["params"]})
+                "params": ticket.user_attrs["params"], "spec_hash": ticket.user_attrs["spec_hash"],
+                "spec": ticket.user_attrs["spec"]})
             row[key] = ticket.values[0]
             row[f"{key}_seconds"] = ticket.user_attrs.get("train_seconds")
     rows = [row for row in by_hash.values() if "reference" in row]
     return sorted(rows, key=lambda row: row["flops"])
 
 
+def predicted_reference(rows: list[dict], rungs: int, folds: int = PREDICTOR_FOLDS, seed: int = 0) -> list[float]:
+    """The reference accuracy of every row as the search's predictor (`bsnas.search.predictor`) predicts it from the
+    architecture alone, fitted on the other folds' trainings (every rung, and the reference as the rung above the top):
+    how well it ranks candidates it has not seen. Rows are dealt to the `folds` folds in turn."""
+    specs = {row["spec_hash"]: spec_from_dict(json.loads(row["spec"]), source=row["name"]) for row in rows}
+    levels = [*((f"rung{r}", r) for r in range(rungs)), ("reference", rungs)]
+    found = [math.nan] * len(rows)
+    for fold in range(folds):
+        held = [index for index in range(len(rows)) if index % folds == fold]
+        trainings = [Training(row["spec_hash"], rung, row[key]) for index, row in enumerate(rows)
+                     if index % folds != fold for key, rung in levels if key in row]
+        predictor = Predictor(seed).fit(trainings, specs)
+        mean, _ = predictor.predict([predictor.encode(rows[i]["spec_hash"], specs[rows[i]["spec_hash"]])
+                                     for i in held], [rungs])
+        for index, value in zip(held, mean[0], strict=True):
+            found[index] = float(value)
+    return found
+
+
 def correlations(rows: list[dict], rungs: int) -> list[dict]:
-    """Per predictor (FLOPs, params, each rung): Kendall's tau and Spearman's rho against the reference, over all
+    """Per predictor (FLOPs, params, each rung, and from `PREDICTOR_FOLDS` candidates on the search's predictor,
+    cross-validated: `predicted_reference`): Kendall's tau and Spearman's rho against the reference, over all
     candidates and per third of the cost range."""
     thirds = [rows[len(rows) * i // 3:len(rows) * (i + 1) // 3] for i in range(3)] if len(rows) >= 9 else []
     table = []
-    for predictor in ["flops", "params", *(f"rung{r}" for r in range(rungs))]:
+    predictors = ["flops", "params", *(f"rung{r}" for r in range(rungs))]
+    if len(rows) >= PREDICTOR_FOLDS:
+        for row, value in zip(rows, predicted_reference(rows, rungs), strict=True):
+            row["predictor"] = value
+        predictors.append("predictor")
+    for predictor in predictors:
         complete = [row for row in rows if predictor in row]
         entry = {"predictor": predictor, "n": len(complete),
                  "kendall": kendall_tau([r[predictor] for r in complete], [r["reference"] for r in complete]),

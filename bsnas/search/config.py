@@ -20,10 +20,10 @@ from bsnas.train.loop import resolve_device
 from bsnas.train.rundir import run_path
 
 __all__ = ["DEFAULT_ETA", "DEFAULT_RUNGS", "DEFAULT_SPACE", "DEFAULT_TRIALS", "SAMPLERS", "COST_UNITS",
-           "default_workers", "SETTINGS_BEFORE", "SearchConfig", "config_from_dict", "cost_value", "setting_flag",
-           "show_setting"]
+           "default_workers", "SETTINGS_BEFORE", "SearchConfig", "config_from_dict", "cost_value", "sampler_name",
+           "setting_flag", "show_setting"]
 
-SAMPLERS = ("auto", "nsga2", "evolution", "tpe", "random")
+SAMPLERS = ("auto", "nsga2", "evolution", "predictor", "tpe", "random")
 # Settings that studies made before the setting existed do not hold, with the value those studies ran with.
 SETTINGS_BEFORE = {"augment": False, "latency_table": False}
 MULTI_FIDELITY_IMAGES = 1000  # rung 0's training images when --rungs > 1 and no --proxy-images (see the README)
@@ -136,13 +136,8 @@ class SearchConfig:
 
     @property
     def sampler_name(self) -> str:
-        """The sampler that runs: `auto` is NSGA-II for one rung; with several, `evolution`
-        (`bsnas.search.evolution`: random samples and mutations of the best trainings of every cost bin at the top
-        rungs). NSGA-II would breed from the rung-0 front, which underrates large networks: the bias the rungs are
-        there to correct."""
-        if self.sampler != "auto":
-            return self.sampler
-        return "evolution" if self.rungs > 1 else "nsga2"
+        """The sampler that runs (`sampler_name`)."""
+        return sampler_name(self.sampler, self.rungs)
 
     @property
     def rung0_images(self) -> int | None:
@@ -191,6 +186,15 @@ class SearchConfig:
         data["budgets"] = [[b.kind, b.limit] for b in self.budgets]
         data["storage"] = None if self.storage is None else redact_url(self.storage)
         return data
+
+
+def sampler_name(sampler: str, rungs: int) -> str:
+    """The sampler that runs: `auto` is NSGA-II for one rung; with several, `evolution` (`bsnas.search.evolution`:
+    random samples and mutations of the best trainings of every cost bin at the top rungs). NSGA-II would breed from
+    the rung-0 front, which underrates large networks: the bias the rungs are there to correct."""
+    if sampler != "auto":
+        return sampler
+    return "evolution" if rungs > 1 else "nsga2"
 
 
 def config_from_dict(data: dict[str, Any], **changes: Any) -> SearchConfig:

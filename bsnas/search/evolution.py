@@ -24,24 +24,24 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from bsnas.search.promotion import best_first, cost_bin, cost_edges, results
+from bsnas.search.promotion import best_first, cost_bin, cost_edges
 
-__all__ = ["MAX_MUTATIONS", "MUTATION_RATE", "EvolutionSampler", "best_per_bin"]
+__all__ = ["MAX_MUTATIONS", "MUTATION_RATE", "EvolutionSampler", "PlanningSampler", "allowed", "best_per_bin"]
 
 MUTATION_RATE = 0.5
 MAX_MUTATIONS = 3
 
 
-def best_per_bin(rungs: list[optuna.Study], budget: float | None) -> list[FrozenTrial]:
+def best_per_bin(by_rung: list[list[FrozenTrial]], budget: float | None) -> list[FrozenTrial]:
     """For every cost bin, the best training at the highest rung holding a training of that bin (ties: the
-    cheaper, then the earlier), cheapest bin first; none before rung 0 has a result."""
-    base = results(rungs[0])
-    if not base:
+    cheaper, then the earlier), cheapest bin first; none before rung 0 has a result. `by_rung`: the finished
+    trainings of every rung (`results`)."""
+    if not by_rung or not by_rung[0]:
         return []
-    edges = cost_edges(base, budget)
+    edges = cost_edges(by_rung[0], budget)
     best: dict[int, FrozenTrial] = {}
-    for study in reversed(rungs):
-        for ticket in sorted(results(study), key=best_first):
+    for trainings in reversed(by_rung):
+        for ticket in sorted(trainings, key=best_first):
             best.setdefault(cost_bin(ticket.values[1], edges), ticket)
     return [best[index] for index in sorted(best)]
 
@@ -55,7 +55,8 @@ def _alternatives(distribution: BaseDistribution, value: Any) -> list:
     return []
 
 
-def _allowed(distribution: BaseDistribution, value: Any) -> bool:
+def allowed(distribution: BaseDistribution, value: Any) -> bool:
+    """Whether `value` is a value of `distribution` (a planned value is given only where the trial allows it)."""
     if isinstance(distribution, CategoricalDistribution):
         return value in distribution.choices
     if isinstance(distribution, (IntDistribution, FloatDistribution)):
@@ -63,7 +64,22 @@ def _allowed(distribution: BaseDistribution, value: Any) -> bool:
     return False
 
 
-class EvolutionSampler(optuna.samplers.BaseSampler):
+class PlanningSampler(optuna.samplers.BaseSampler):
+    """An Optuna sampler that decides a whole trial at its first parameter (Optuna's relative sampling is not used)
+    and says how it proposed each trial (`trial_attrs`)."""
+
+    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        return {}
+
+    def trial_attrs(self, number: int) -> dict[str, Any]:
+        """The user attributes that say how trial `number` was proposed."""
+        return {}
+
+
+class EvolutionSampler(PlanningSampler):
     """An Optuna sampler: with probability `rate` a mutation of a parent from `parents()` (trial numbers of the
     study), else `RandomSampler`. Seeded: the same parents and seed give the same candidates."""
 
@@ -83,6 +99,11 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
         plan = self._plans.get(number)
         return None if plan is None else (plan[0], plan[2])
 
+    def trial_attrs(self, number: int) -> dict[str, Any]:
+        """What trial `number` records about how it was proposed: `parent` and `mutated` of a mutation."""
+        lineage = self.lineage(number)
+        return {} if lineage is None else {"parent": lineage[0], "mutated": " ".join(lineage[1])}
+
     def _plan(self, study: optuna.Study, trial: FrozenTrial) -> tuple[int, dict[str, Any], list[str]] | None:
         """The trial's mutation, decided at its first sampled parameter (a trial whose parameters are all fixed,
         a zoo slot or a retried trial, never asks, so it is never planned): with probability `rate` a parent and
@@ -99,16 +120,10 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
                     self._plans[trial.number] = (number, params, mutated)
         return self._plans[trial.number]
 
-    def infer_relative_search_space(self, study, trial) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
-        return {}
-
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
         plan = self._plan(study, trial)
-        if plan is not None and param_name in plan[1] and _allowed(param_distribution, plan[1][param_name]):
+        if plan is not None and param_name in plan[1] and allowed(param_distribution, plan[1][param_name]):
             value = plan[1][param_name]
             if param_name not in plan[2]:
                 return value

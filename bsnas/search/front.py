@@ -19,9 +19,10 @@ from optuna.trial import FrozenTrial, TrialState
 from bsnas.arch.spec import ArchSpec
 from bsnas.arch.validate import spec_from_dict
 from bsnas.errors import BsnasError
-from bsnas.search.config import cost_value
+from bsnas.search.config import cost_value, sampler_name
 from bsnas.search.hypervolume import hypervolume
 from bsnas.search.promotion import best_first, results, top_rung
+from bsnas.search.ranking import spearman_rho
 
 __all__ = ["PICKS", "SearchRecord", "best_zoo", "knee", "knee_index", "pick", "trial_number", "trial_spec"]
 
@@ -66,6 +67,24 @@ class SearchRecord:
         """The budget on the objective's cost, in the objective's unit; None without one."""
         budgets = self.study.user_attrs.get("config", {}).get("budgets", [])
         return next((cost_value(kind, limit) for kind, limit in budgets if kind == self.objective), None)
+
+    @property
+    def sampler(self) -> str:
+        """The sampler the search runs (`bsnas.search.config.sampler_name`)."""
+        config = self.study.user_attrs.get("config", {})
+        return sampler_name(config.get("sampler", "auto"), config.get("rungs", 1))
+
+    def prediction_quality(self) -> list[tuple[int, int, float]]:
+        """(rung, candidates, Spearman's rho) of the accuracy the predictor's sampler predicted for the candidates it
+        chose, before they were trained, against the accuracy they reached at that rung; rungs with 3 or more."""
+        trainings = self.trainings()
+        pairs: dict[int, list[tuple[float, float]]] = {}
+        for trial in self.study.get_trials(deepcopy=False):
+            predicted = trial.user_attrs.get("predicted_rungs")
+            for rung, ticket in trainings.get(trial.user_attrs.get("spec_hash"), {}).items() if predicted else ():
+                pairs.setdefault(rung, []).append((predicted[rung], ticket.values[0]))
+        return [(rung, len(found), spearman_rho([p for p, _ in found], [a for _, a in found]))
+                for rung, found in sorted(pairs.items()) if len(found) >= 3]
 
     def hypervolume(self) -> float | None:
         """Hypervolume of the front (validation accuracy at the top rung, cost as a share of the objective's

@@ -4,9 +4,10 @@ result, else train it at rung 0; returns (validation accuracy, cost). It runs as
 
 Everything a later step needs sits in the trial's user attributes: `spec` (the ArchSpec as JSON), `spec_hash`,
 `flops`, `params`, `latency_ms`, `status` (trained | duplicate | infeasible | diverged | out_of_memory | given_up |
-stopped), `reason`, `slot`, `zoo` (warm-start trials), `parent` and `mutated` (mutations, `bsnas.search.evolution`),
-`val_accuracy`, `duplicate_of`, `train_seconds`, `width_fit`, `worker` (host:pid), and what the score depends on:
-`seed`, `threads`, `torch` (of the worker that trained it).
+stopped), `reason`, `slot`, `zoo` (warm-start trials), what the sampler says of the trial
+(`bsnas.search.samplers.sampler_attrs`: `parent` and `mutated` of a mutation; `sampler`, `predicted_accuracy`,
+`predicted_spread`, ... of the predictor's), `val_accuracy`, `duplicate_of`, `train_seconds`, `width_fit`, `worker`
+(host:pid), and what the score depends on: `seed`, `threads`, `torch` (of the worker that trained it).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from bsnas.search.budget import Budget
 from bsnas.search.candidate import measure_candidate
 from bsnas.search.config import cost_value
 from bsnas.search.evaluator import Evaluation
-from bsnas.search.evolution import EvolutionSampler
 from bsnas.search.rungs import train_once, training_job
+from bsnas.search.samplers import sampler_attrs
 from bsnas.search.scheduler import NO_DEADLINE, Deadline, JobFailed, JobQueue
 from bsnas.space.decode import SearchSpace
 
@@ -51,9 +52,8 @@ def make_objective(space: SearchSpace, budgets: tuple[Budget, ...], objective: s
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         start = time.perf_counter()
         spec = space.sample(trial)
-        if isinstance(trial.study.sampler, EvolutionSampler) and (lineage := trial.study.sampler.lineage(trial.number)):
-            trial.set_user_attr("parent", lineage[0])
-            trial.set_user_attr("mutated", " ".join(lineage[1]))
+        for key, value in sampler_attrs(trial.study.sampler, trial.number).items():
+            trial.set_user_attr(key, value)
         candidate = measure_candidate(space, spec, trial.params, budgets, latency)
         zoo = trial.user_attrs.get("zoo")
         name = zoo if zoo and candidate.width_multiplier is None else f"{space.name}_t{trial.number}"

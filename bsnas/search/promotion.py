@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bsnas.search.rungs import TICKET_KEY
 from bsnas.search.scheduler import settled
 
-__all__ = ["COST_BINS", "bin_edges", "cost_bin", "cost_edges", "best_first", "promotable",
+__all__ = ["COST_BINS", "bin_edges", "cost_bin", "cost_edges", "best_first", "finished", "promotable",
            "next_promotion", "results", "top_rung"]
 
 COST_BINS = 4
@@ -31,8 +31,12 @@ COST_BINS = 4
 
 def results(study: optuna.Study) -> list[FrozenTrial]:
     """The finished trainings of a rung: complete tickets."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("status") == "trained"]
+    return finished(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def finished(tickets: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The finished trainings among a rung's tickets (`results` of tickets read already)."""
+    return [t for t in tickets if t.state == TrialState.COMPLETE and t.user_attrs.get("status") == "trained"]
 
 
 def bin_edges(low: float, high: float, bins: int = COST_BINS) -> list[float]:

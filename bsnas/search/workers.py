@@ -176,7 +176,7 @@ def _work(config: SearchConfig, space: SearchSpace, index: int, threads: int | N
     quiet_optuna()
     storage = open_storage(config.storage_url, config.heartbeat_s)
     rung_studies = [open_rung_study(storage, config.name, rung) for rung in range(config.rungs)]
-    study = open_search(config, storage, create_sampler(config, index, rung_studies))
+    study = open_search(config, storage, create_sampler(config, space, index, rung_studies))
     evaluate = evaluate or ProxyEvaluator.for_search(config)
     search = JobQueue(study, storage, SLOT_KEY if config.trials is not None else None)
     rungs = [ticket_queue(rung_study, storage) for rung_study in rung_studies]
