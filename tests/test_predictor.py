@@ -4,6 +4,7 @@ search propose the same, and it falls back to evolution (saying so) until rung 0
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 
@@ -15,6 +16,7 @@ from test_multifidelity import RungTrainer
 from bsnas.arch.cost import cost
 from bsnas.arch.spec import spec_hash
 from bsnas.arch.validate import spec_from_dict
+from bsnas.cli import main
 from bsnas.report.tables import sampler_line
 from bsnas.report.trials import write_trials_csv
 from bsnas.search.budget import parse_budget
@@ -177,3 +179,16 @@ def test_the_report_says_which_sampler_ran_and_how_well_the_predictor_ranked(sea
     other = optuna.create_study(directions=["maximize", "minimize"])
     other.set_user_attr("config", {"sampler": "auto", "rungs": 3})
     assert sampler_line(SearchRecord(other, [])) == "sampler: evolution"
+
+
+def test_the_cli_runs_a_predictor_guided_search_and_reports_its_sampler(tmp_path, capsys):
+    argv = ["search", "--budget", "2MFLOPs", "--trials", "36", "--runs-dir", str(tmp_path), "--name", "pg",
+            "--dataset", "synthetic", "--rungs", "2", "--proxy-images", "64", "--proxy-epochs", "1", "--workers", "1",
+            "--threads", "1", "--sampler", "predictor", "--no-warm-start", "--quiet"]
+    assert main(argv) == 0
+    with open(tmp_path / "pg" / "trials.csv", newline="") as file:
+        said = [row["sampler"] for row in csv.DictReader(file)]
+    assert "predictor" in said and all(s == "predictor" or s.startswith("evolution (") for s in said)
+    capsys.readouterr()
+    assert main(["report", "pg", "--runs-dir", str(tmp_path)]) == 0
+    assert f"sampler: predictor, {said.count('predictor')} of {len(said)} sampled candidates" in capsys.readouterr().out
