@@ -4,14 +4,13 @@ trained.
 A training costs seconds to minutes; the exact cost of a point costs a fraction of a millisecond. So for every new
 candidate the sampler makes `PROPOSALS` proposals (BANANAS, White et al. 2021: mutations of the best found so far):
 mutations of the best training of every cost bin at the highest rung holding one (`best_per_bin`, the parents of
-`bsnas.search.evolution`), mutations of the zoo models of the study, and random points, in equal shares. Each
-is costed exactly (`measure_candidate`, not shrunk: a point the objective would shrink is not the point
-proposed); those over the budget and those whose network was trained or sampled already (`spec_hash`) are
-dropped. The predictor (`bsnas.search.predictor`,
-refitted on the first trainings to finish, every `REFIT_EVERY` new ones) scores the rest at the top rung, and the
-acquisition, an upper confidence bound (mean + `KAPPA` x spread), picks the best proposal within one cost bin,
-the bins taken in turn (trial number modulo `COST_BINS`; the nearest bin with a proposal when that one has none),
-so the whole budget keeps being searched.
+`bsnas.search.evolution`), mutations of the zoo models of the study, and random points, in equal shares. Each is
+costed exactly (`measure_candidate`, not shrunk: a point the objective would shrink is not the point proposed);
+those over the budget and those whose network was trained or sampled already (`spec_hash`) are dropped. The
+predictor (`bsnas.search.predictor`, refitted on the first trainings to finish, every `REFIT_EVERY` new ones) scores
+the rest at the top rung, and the acquisition, an upper confidence bound (mean + `KAPPA` x spread), picks the best
+proposal within one cost bin, the bins taken in turn (trial number modulo `COST_BINS`; the nearest bin with a
+proposal when that one has none), so the whole budget keeps being searched.
 
 A mutation changes 1 to `MAX_MUTATIONS` of the choices that the parent's network reads (a field that its repeats or
 its block type leave out is no mutation); fields that appear with the change are drawn at random.

@@ -5,9 +5,8 @@ Features (`features`) come from the architecture as the plan sees it, in a fixed
 stage (blocks between two downsamplings, `STAGES` at most, the deeper ones merged into the last) the blocks, their
 FLOPs and parameters (log), widths (log2), kernel sizes, operators (`OPS`, shares), expansion, SE, activations,
 BSConv-S subspace share and padding-free downsampling; per model the blocks of each operator, FLOPs, parameters,
-depth, stem and head. The rung
-of a training is one more feature, so one model learns from rung 0 and the promoted trainings alike and predicts
-the top rung (White et al. 2021: tree ensembles rank well from few training points).
+depth, stem and head. The rung of a training is one more feature, so one model learns from rung 0 and the promoted
+trainings alike and predicts the top rung (White et al. 2021: tree ensembles rank well from few training points).
 
 The model is scikit-learn's `ExtraTreesRegressor` (randomized trees): its trees' spread is the uncertainty the
 acquisition needs, it refits in well under a second on a search's few hundred trainings, and a fixed seed makes it
