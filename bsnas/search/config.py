@@ -20,8 +20,8 @@ from bsnas.train.loop import resolve_device
 from bsnas.train.rundir import run_path
 
 __all__ = ["DEFAULT_ETA", "DEFAULT_RUNGS", "DEFAULT_SPACE", "DEFAULT_TRIALS", "SAMPLERS", "COST_UNITS",
-           "default_workers", "SETTINGS_BEFORE", "SearchConfig", "config_from_dict", "cost_value", "sampler_name",
-           "setting_flag", "show_setting"]
+           "budget_on", "default_workers", "SETTINGS_BEFORE", "SearchConfig", "config_from_dict", "cost_value",
+           "sampler_name", "setting_flag", "show_setting"]
 
 SAMPLERS = ("auto", "nsga2", "evolution", "predictor", "tpe", "random")
 # Settings that studies made before the setting existed do not hold, with the value those studies ran with.
@@ -47,6 +47,11 @@ def default_workers(device: str = "cpu") -> int:
 def cost_value(kind: str, value: float) -> float:
     """The objective value of a cost: MFLOPs, Mparams or ms."""
     return value * COST_UNITS[kind][1]
+
+
+def budget_on(budgets: tuple[Budget, ...], kind: str) -> float | None:
+    """The budget on cost `kind` in its objective unit (MFLOPs, Mparams, ms); None without one."""
+    return next((cost_value(b.kind, b.limit) for b in budgets if b.kind == kind), None)
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,7 @@ class SearchConfig:
     @property
     def objective_budget(self) -> float | None:
         """The budget on the objective's cost, in the objective's unit (MFLOPs, Mparams, ms); None without one."""
-        return next((cost_value(b.kind, b.limit) for b in self.budgets if b.kind == self.objective), None)
+        return budget_on(self.budgets, self.objective)
 
     @property
     def measures_latency(self) -> bool:

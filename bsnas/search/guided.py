@@ -33,7 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bsnas.arch.spec import ArchSpec, spec_hash
 from bsnas.search.budget import Budget
 from bsnas.search.candidate import Candidate, measure_candidate
-from bsnas.search.config import cost_value
+from bsnas.search.config import budget_on, cost_value
 from bsnas.search.evolution import MAX_MUTATIONS, EvolutionSampler, PlanningSampler, allowed, best_per_bin
 from bsnas.search.front import trial_number
 from bsnas.search.predictor import Predictor, rung_trainings
@@ -48,11 +48,6 @@ PROPOSALS = 48  # proposals scored per sampled candidate
 REFIT_EVERY = 8  # the predictor is refitted on the first multiple of this many trainings to finish
 MIN_RESULTS = 16  # trainings at rung 0 before the predictor proposes
 KAPPA = 1.0  # the acquisition: predicted mean + KAPPA x spread
-
-
-def _limit(budgets: tuple[Budget, ...], kind: str) -> float | None:
-    """The budget on cost `kind` in its objective unit (MFLOPs, Mparams, ms), None without one."""
-    return next((cost_value(b.kind, b.limit) for b in budgets if b.kind == kind), None)
 
 
 def _other(choice: Choice, value: Any, rng: random.Random) -> Any:
@@ -120,10 +115,10 @@ class PredictorSampler(PlanningSampler):
                  seed: int = 0, proposals: int = PROPOSALS, min_results: int = MIN_RESULTS):
         self._space, self._budgets, self._rungs, self._seed = space, budgets, rungs, seed
         self._kind = objective if objective in ("flops", "params") else "flops"  # the cost the bins are over
-        self._limit = _limit(budgets, self._kind)
-        self._objective_budget = _limit(budgets, objective)
+        self._limit = budget_on(budgets, self._kind)
+        self._objective_budget = budget_on(budgets, objective)
         self._proposals, self._min_results = proposals, min_results
-        self._fallback = EvolutionSampler(lambda: self._parents(), seed=seed)
+        self._fallback = EvolutionSampler(lambda: self._parents([results(rung) for rung in rungs]), seed=seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self._predictor = Predictor(seed)
         self._specs: dict = {}
@@ -176,9 +171,8 @@ class PredictorSampler(PlanningSampler):
         trials = study.get_trials(deepcopy=False)
         taken = {t.user_attrs["spec_hash"] for found in (*tickets, trials) for t in found
                  if "spec_hash" in t.user_attrs}
-        parents = [trial_number(t) for t in best_per_bin(by_rung, self._objective_budget)]
         rng = random.Random(f"{self._seed}:{number}")
-        found = self._scored(self._propose(trials, parents, rng), taken)
+        found = self._scored(self._propose(trials, self._parents(by_rung), rng), taken)
         if not found:
             self._notes[number] = {"sampler": "evolution (no new proposal within the budget)"}
             return None
@@ -190,9 +184,10 @@ class PredictorSampler(PlanningSampler):
                                "proposals": len(found), "cost_bin": chosen_bin, **best["origin"]}
         return best["params"]
 
-    def _parents(self) -> list[int]:
-        """Trial numbers of the best training of every cost bin at the highest rung holding one."""
-        return [trial_number(t) for t in best_per_bin([results(r) for r in self._rungs], self._objective_budget)]
+    def _parents(self, by_rung: list[list[FrozenTrial]]) -> list[int]:
+        """Trial numbers of the best training of every cost bin at the highest rung holding one (`by_rung`: the
+        rungs' finished trainings)."""
+        return [trial_number(t) for t in best_per_bin(by_rung, self._objective_budget)]
 
     def _bin_cost_of(self, attrs: dict) -> float:
         return cost_value(self._kind, attrs[self._kind])
@@ -232,7 +227,7 @@ class PredictorSampler(PlanningSampler):
         mean, spread = self._predictor.predict([self._predictor.encode(key, c.spec) for *_, c, key in kept], rungs)
         top = len(self._rungs) - 1
         return [{"order": order, "params": params, "origin": origin,
-                 "cost": self._bin_cost_of({"flops": candidate.flops, "params": candidate.params}),
+                 "cost": cost_value(self._kind, candidate.cost(self._kind)),
                  "mean": float(mean[top, i]), "spread": float(spread[top, i]),
                  "acquisition": float(mean[top, i] + KAPPA * spread[top, i]), "rungs": [float(m) for m in mean[:, i]]}
                 for i, (order, params, origin, candidate, _) in enumerate(kept)]
