@@ -19,7 +19,8 @@ from optuna.trial import FrozenTrial, TrialState
 from bsnas.arch.spec import ArchSpec
 from bsnas.arch.validate import spec_from_dict
 from bsnas.errors import BsnasError
-from bsnas.search.config import cost_value, sampler_name
+from bsnas.search.budget import Budget
+from bsnas.search.config import budget_on, sampler_name
 from bsnas.search.hypervolume import hypervolume
 from bsnas.search.promotion import best_first, results, top_rung
 from bsnas.search.ranking import spearman_rho
@@ -66,7 +67,7 @@ class SearchRecord:
     def budget(self) -> float | None:
         """The budget on the objective's cost, in the objective's unit; None without one."""
         budgets = self.study.user_attrs.get("config", {}).get("budgets", [])
-        return next((cost_value(kind, limit) for kind, limit in budgets if kind == self.objective), None)
+        return budget_on(tuple(Budget(kind, limit) for kind, limit in budgets), self.objective)
 
     @property
     def sampler(self) -> str:
