@@ -2,10 +2,10 @@
 fidelity, Syne Tune's MOASHA and the zoo, over search seeds, after one final training for all.
 
     python benchmarks/search_quality.py [--budget 20MFLOPs] [--search-minutes 5] [--seeds 0 1 2]
-        [--methods default,no-warm-start,random,single-fidelity,moasha,zoo,predictor] [--final-epochs 1]
-        [--final-images 20000] [--points 3] [--noise-seeds 3] [--workers 2] [--threads 1] [--space mobilenet]
-        [--dataset fashion-mnist] [--data-root DIR] [--device cpu] [--name bench-quality] [--runs-dir runs]
-        [--plots-dir DIR] [--smoke]
+        [--methods default,no-warm-start,random,single-fidelity,moasha,zoo,predictor,predictor-no-warm-start]
+        [--baseline default] [--final-epochs 1] [--final-images 20000] [--points 3] [--noise-seeds 3]
+        [--workers 2] [--threads 1] [--space mobilenet] [--dataset fashion-mnist] [--data-root DIR] [--device cpu]
+        [--name bench-quality] [--runs-dir runs] [--plots-dir DIR] [--smoke]
 
 Methods (the same space, budget, data, workers and threads, search seed and time T each):
 
@@ -18,7 +18,9 @@ Methods (the same space, budget, data, workers and threads, search seed and time
 - moasha: Syne Tune's MOASHA (benchmarks/moasha_peer.py, the `bench` extra) at bsnas's rungs;
 - zoo: every zoo model of the space's family that is a point of the space and fits the budget (no search);
 - predictor: `bsnas search` with its defaults but `--sampler predictor` (the performance predictor chooses what
-  is trained, `bsnas.search.guided`): against default, only the sampler differs.
+  is trained, `bsnas.search.guided`): against default, only the sampler differs;
+- predictor-no-warm-start: `--sampler predictor --no-warm-start`: against no-warm-start and random, only the
+  sampler differs.
 
 Each search runs as a user runs it (`python -m bsnas search ... --timeout T`, its own run folder), one after the
 other, interleaved (seed 0: every method, then seed 1, ...). `--timeout` stops *starting* trainings at T, so
@@ -38,7 +40,8 @@ Metrics per method and seed: hypervolume (`bsnas.search.hypervolume`) of (test a
 final-trained points against (budget, accuracy 0), also on a log-cost axis from the space's cheapest point (exact,
 `smallest_cost`) to the budget; the best test accuracy under the budget; the hypervolume of the front at the
 highest rung reached (validation accuracy) against CPU-seconds. Over seeds: median and range per method, the
-wins of default over each other method per seed, and the paired differences (default - other).
+wins of the `--baseline` method (default: default) over each other method per seed, and the paired differences
+(baseline - other).
 
 Resumable: a finished search (its `<method>-s<seed>.json`) and a finished final training (its result.json) are
 reused when the command runs again; an unfinished search is run again from scratch. Searches live in a folder
@@ -98,6 +101,7 @@ METHODS: dict[str, list[str] | None] = {
     "moasha": None,
     "zoo": None,
     "predictor": ["--sampler", "predictor"],
+    "predictor-no-warm-start": ["--sampler", "predictor", "--no-warm-start"],
 }
 STOP_AFTER_S = 3.0  # seconds after T at which a search is stopped (nothing it finishes later counts)
 KILL_AFTER_S = 20.0  # seconds a stopped search has to exit before it and its process group are killed
@@ -126,6 +130,7 @@ class Settings:
     final_images: int | None = 20000  # None: all
     points: int = 3
     noise_seeds: int = 3
+    baseline: str = "default"  # the method every other is compared with, seed by seed
 
     def search_key(self) -> dict:
         return {key: getattr(self, key) for key in ("budget", "search_seconds", "space", "dataset", "device",
@@ -496,7 +501,7 @@ def _noise(settings: Settings, root: Path, per_run: list[dict], zoo_points: list
 
 
 def _summary(per_run: list[dict], settings: Settings) -> list[dict]:
-    """Per method: median and range over seeds; against default: wins and paired differences per seed."""
+    """Per method: median and range over seeds; against the baseline method: wins and paired differences."""
     rows = []
     by = {(run["method"], run["seed"]): run for run in per_run}
     for method in settings.methods:
@@ -511,13 +516,14 @@ def _summary(per_run: list[dict], settings: Settings) -> list[dict]:
         for metric in ("hypervolume", "hypervolume_log", "best_test_accuracy", "cpu_s"):
             values = [run[metric] for run in mine if run.get(metric) is not None]
             row[metric] = _spread(values) if values else None
-        if method != "default" and any(m == "default" for m, _ in by):
+        base = settings.baseline
+        if method != base and any(m == base for m, _ in by):
             for metric in ("hypervolume", "best_test_accuracy"):
-                pairs = [(by["default", s][metric], by[method, s][metric]) for s in settings.seeds
-                         if ("default", s) in by and (method, s) in by
-                         and None not in (by["default", s][metric], by[method, s][metric])]
-                row[f"default_minus_this_{metric}"] = _spread([a - b for a, b in pairs]) if pairs else None
-                row[f"default_wins_{metric}"] = sum(a > b for a, b in pairs)
+                pairs = [(by[base, s][metric], by[method, s][metric]) for s in settings.seeds
+                         if (base, s) in by and (method, s) in by
+                         and None not in (by[base, s][metric], by[method, s][metric])]
+                row[f"baseline_minus_this_{metric}"] = _spread([a - b for a, b in pairs]) if pairs else None
+                row[f"baseline_wins_{metric}"] = sum(a > b for a, b in pairs)
         rows.append(row)
     return rows
 
@@ -621,11 +627,11 @@ def print_table(result: dict) -> None:
                         f"{settings['seeds']}, final: {settings['final_epochs']} epoch(s); median [min, max]",
                   title_justify="left")
     for column in ("method", "hypervolume", "hv (log cost)", "best test acc %", "CPU-s", "trainings per rung",
-                   "default - this (hv)", "default wins"):
+                   f"{settings['baseline']} - this (hv)", f"{settings['baseline']} wins"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in result["summary"]:
-        diff = row.get("default_minus_this_hypervolume")
-        wins = row.get("default_wins_hypervolume")
+        diff = row.get("baseline_minus_this_hypervolume")
+        wins = row.get("baseline_wins_hypervolume")
         table.add_row(row["method"], show(row["hypervolume"]), show(row["hypervolume_log"]),
                       show(row["best_test_accuracy"], 100, 2), show(row["cpu_s"], 1, 0),
                       "/".join(f"{n:g}" for n in row.get("trainings_per_rung", [])) or "-", show(diff),
@@ -651,6 +657,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, Path | No
     parser.add_argument("--final-epochs", type=int, default=None, help="epochs of the final training (default 1)")
     parser.add_argument("--final-images", type=int, default=None,
                         help="training images of it (default 20000; 0: all)")
+    parser.add_argument("--baseline", default="default",
+                        help="the method every other is compared with, seed by seed (default: default)")
     parser.add_argument("--points", type=int, default=3, choices=(1, 2, 3), help="final points per answer")
     parser.add_argument("--noise-seeds", type=int, default=None, help="training seeds of the noise check (3)")
     parser.add_argument("--workers", type=int, default=None, help="workers of every method (default 2)")
@@ -671,8 +679,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, Path, Path | No
              "search_seconds": None if args.search_minutes is None else args.search_minutes * 60,
              "methods": None if args.methods is None else [m.strip() for m in args.methods.split(",")]}
     values = {**base, **{key: value for key, value in given.items() if value is not None},
-              "points": args.points, "space": args.space, "data_root": args.data_root, "device": args.device}
-    unknown = [m for m in values["methods"] if m not in METHODS]
+              "points": args.points, "baseline": args.baseline, "space": args.space, "data_root": args.data_root,
+              "device": args.device}
+    unknown = [m for m in [*values["methods"], values["baseline"]] if m not in METHODS]
     if unknown:
         raise BsnasError(f"--methods: {', '.join(unknown)} is not one of {', '.join(METHODS)}.")
     values["seeds"], values["methods"] = tuple(values["seeds"]), tuple(values["methods"])

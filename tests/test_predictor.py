@@ -27,6 +27,7 @@ from bsnas.search.predictor import Predictor, Training, features
 from bsnas.search.promotion import bin_edges
 from bsnas.search.ranking import spearman_rho
 from bsnas.search.rungs import open_rung_study
+from bsnas.search.samplers import create_sampler
 from bsnas.search.study import load_record
 from bsnas.search.workers import run_search
 
@@ -163,6 +164,22 @@ def test_every_worker_and_a_resumed_search_propose_the_same(searched, space, tmp
     assert first == second and first[1]["sampler"] == "predictor"
     other_seed = proposal(PredictorSampler(fitted_space, config.budgets, "flops", rungs, seed=1))
     assert other_seed[0] != first[0]
+
+
+def test_two_workers_sample_different_networks_while_it_waits_for_results(space, tmp_path):
+    """Before the predictor has results, each worker's evolution sampler draws from its own seed: workers that
+    share a storage do not propose the same networks (the duplicates a first benchmark run showed)."""
+    config = _config(tmp_path)
+    rungs = [optuna.create_study(directions=["maximize", "minimize"]) for _ in range(config.rungs)]  # no results
+    proposed = []
+    for worker in (0, 1):
+        study = optuna.create_study(directions=["maximize", "minimize"],
+                                    sampler=create_sampler(config, space, worker, rungs))
+        trials = [study.ask() for _ in range(3)]
+        for trial in trials:
+            space.sample(trial)
+        proposed.append([trial.params for trial in trials])
+    assert all(a != b for a, b in zip(*proposed, strict=True))
 
 
 def test_the_report_says_which_sampler_ran_and_how_well_the_predictor_ranked(searched, tmp_path, capsys):

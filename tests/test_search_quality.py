@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmarks.search_quality import counted, curve, front_of, main, picks
+from benchmarks.search_quality import Settings, _summary, counted, curve, front_of, main, parse_args, picks
 
 
 def _training(rung: int, accuracy: float, cost: float, completed: float, digest: str) -> dict:
@@ -46,6 +46,28 @@ def test_the_curve_follows_the_front_at_the_top_rung_against_interpolated_cpu_se
     assert points[3][2] == pytest.approx(0.8 * 0.2)  # rung 1 holds b only: the answer moved up a rung
 
 
+def test_every_method_is_compared_seed_by_seed_with_the_baseline_method():
+    runs = [{"method": method, "seed": seed, "hypervolume": hv, "best_test_accuracy": acc, "hypervolume_log": hv,
+             "cpu_s": 600.0} for method, seed, hv, acc in
+            (("random", 0, 0.2, 0.70), ("random", 1, 0.5, 0.80), ("predictor-no-warm-start", 0, 0.4, 0.75),
+             ("predictor-no-warm-start", 1, 0.3, 0.81), ("default", 0, 0.9, 0.90))]
+    rows = {row["method"]: row for row in
+            _summary(runs, Settings(seeds=(0, 1), methods=("default", "random", "predictor-no-warm-start"),
+                                    baseline="predictor-no-warm-start"))}
+    random = rows["random"]
+    assert random["baseline_wins_hypervolume"] == 1 and random["baseline_wins_best_test_accuracy"] == 2
+    assert random["baseline_minus_this_hypervolume"]["median"] == pytest.approx(0.0)  # +0.2 and -0.2
+    assert rows["default"]["baseline_minus_this_hypervolume"]["n"] == 1  # seed 1 has no default run
+    assert "baseline_wins_hypervolume" not in rows["predictor-no-warm-start"]
+
+
+def test_an_unknown_baseline_is_refused_in_one_line():
+    from bsnas.errors import BsnasError
+
+    with pytest.raises(BsnasError, match="predictr is not one of"):
+        parse_args(["--baseline", "predictr"])
+
+
 def _run(runs, *extra) -> dict:
     assert main(["--smoke", "--runs-dir", str(runs), "--name", "q", *extra]) == 0
     return json.loads((runs / "q" / "results.json").read_text())
@@ -53,8 +75,9 @@ def _run(runs, *extra) -> dict:
 
 @pytest.mark.slow
 def test_the_smoke_run_of_random_search_and_the_zoo_resumes_without_training_anything_again(tmp_path, capsys):
-    first = _run(tmp_path, "--methods", "random,zoo")
+    first = _run(tmp_path, "--methods", "random,zoo", "--baseline", "random")
     assert first["new_searches"] == 1 and first["new_final_trainings"] > 0
+    assert next(row for row in first["summary"] if row["method"] == "zoo")["baseline_minus_this_hypervolume"]
     methods = {run["method"] for run in first["runs"]}
     assert methods == {"random", "zoo"}
     zoo = next(run for run in first["runs"] if run["method"] == "zoo")
@@ -72,9 +95,9 @@ def test_the_smoke_run_of_random_search_and_the_zoo_resumes_without_training_any
 def test_the_smoke_run_of_every_method_resumes_without_training_anything_again(tmp_path):
     pytest.importorskip("syne_tune", reason="the moasha method needs the bench extra")
     first = _run(tmp_path)
-    assert first["new_searches"] == 6
+    assert first["new_searches"] == 7
     assert {run["method"] for run in first["runs"]} == {"default", "no-warm-start", "random", "single-fidelity",
-                                                        "moasha", "zoo", "predictor"}
+                                                        "moasha", "zoo", "predictor", "predictor-no-warm-start"}
     assert next(run for run in first["runs"] if run["method"] == "moasha")["syne_tune"] == "0.16.0"
     again = _run(tmp_path)
     assert again["new_searches"] == 0 and again["new_final_trainings"] == 0

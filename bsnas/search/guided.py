@@ -16,8 +16,9 @@ A mutation changes 1 to `MAX_MUTATIONS` of the choices that the parent's network
 its block type leave out is no mutation); fields that appear with the change are drawn at random.
 
 Until rung 0 holds `MIN_RESULTS` trainings the predictor has too little to learn from, and the evolution sampler
-proposes instead (its trials say so in their `sampler` attribute). Every choice is a function of the storage, the
-search seed and the trial number, so any worker, and a resumed search, proposes the same for the same trial.
+proposes instead (its trials say so in their `sampler` attribute), seeded per worker like `--sampler evolution`, so
+that workers do not draw the same networks. Every choice of the predictor is a function of the storage, the search
+seed and the trial number, so any worker, and a resumed search, proposes the same for the same trial.
 Proposals are costed in FLOPs and parameters; a latency budget is checked by the objective for the one chosen.
 """
 
@@ -109,17 +110,20 @@ def pick_in_bin(scored: list[dict], edges: list[float], turn: int) -> tuple[dict
 
 class PredictorSampler(PlanningSampler):
     """An Optuna sampler: the proposal the predictor rates best within the cost bin in turn (see the module's
-    docstring); the evolution sampler before rung 0 holds `min_results` trainings."""
+    docstring); the evolution sampler, seeded with `worker_seed` (default `seed`) so that workers sharing a storage
+    draw apart, before rung 0 holds `min_results` trainings."""
 
     def __init__(self, space: SearchSpace, budgets: tuple[Budget, ...], objective: str, rungs: list[optuna.Study],
-                 seed: int = 0, proposals: int = PROPOSALS, min_results: int = MIN_RESULTS):
+                 seed: int = 0, worker_seed: int | None = None, proposals: int = PROPOSALS,
+                 min_results: int = MIN_RESULTS):
         self._space, self._budgets, self._rungs, self._seed = space, budgets, rungs, seed
         self._kind = objective if objective in ("flops", "params") else "flops"  # the cost the bins are over
         self._limit = budget_on(budgets, self._kind)
         self._objective_budget = budget_on(budgets, objective)
         self._proposals, self._min_results = proposals, min_results
-        self._fallback = EvolutionSampler(lambda: self._parents([results(rung) for rung in rungs]), seed=seed)
-        self._random = optuna.samplers.RandomSampler(seed=seed)
+        worker_seed = seed if worker_seed is None else worker_seed
+        self._fallback = EvolutionSampler(lambda: self._parents([results(rung) for rung in rungs]), seed=worker_seed)
+        self._random = optuna.samplers.RandomSampler(seed=worker_seed)
         self._predictor = Predictor(seed)
         self._specs: dict = {}
         self._plans: dict[int, dict[str, Any] | None] = {}

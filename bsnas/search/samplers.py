@@ -21,11 +21,12 @@ __all__ = ["create_sampler", "sampler_attrs"]
 def create_sampler(config: SearchConfig, space: SearchSpace, worker: int = 0,
                    rungs: list[optuna.Study] = ()) -> optuna.samplers.BaseSampler:
     """The sampler of `config` for worker `worker` (seed + 1000 * worker, modulo 2**32); evolution takes its parents
-    from the `rungs` studies. The predictor's sampler is seeded with the search's seed alone: every worker proposes
-    the same for the same trial and storage."""
+    from the `rungs` studies. The predictor's choice depends on the search's seed alone (every worker proposes the
+    same for the same trial and storage); its evolution fallback, on the worker's seed."""
     seed = (config.seed + 1000 * worker) % (MAX_SEED + 1)
     if config.sampler_name == "predictor":
-        return PredictorSampler(space, config.budgets, config.objective, list(rungs), seed=config.seed)
+        return PredictorSampler(space, config.budgets, config.objective, list(rungs), seed=config.seed,
+                                worker_seed=seed)
     if config.sampler_name == "evolution":
         budget = config.objective_budget
         return EvolutionSampler(lambda: [trial_number(t) for t in best_per_bin([results(s) for s in rungs], budget)],
