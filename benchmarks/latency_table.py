@@ -3,7 +3,7 @@ the zoo (numbers, not assertions).
 
     python benchmarks/latency_table.py [--backend torch|onnxruntime] [--threads 1] [--spaces mobilenet resnet]
         [--budget 100MFLOPs] [--points 100] [--granularity layer block] [--zoo '^cifar_'] [--zoo-max-mflops 100]
-        [--calibration 10] [--tables runs/bench/latency] [--quick]
+        [--calibration 10] [--entries space|points] [--tables runs/bench/latency] [--quick]
 
 For each space (at Fashion-MNIST's 1x28x28, 10 classes) and granularity, the table is built (`bsnas latency
 build`'s `measure_table`, resumable: a second run reuses it) within the budget, with its per-model overhead fitted
@@ -15,7 +15,10 @@ Kendall's tau of predicted against measured, the median and 90th percentile of |
 plus a fitted offset, and the linear fit `bsnas.latency.table.FIT` chooses between), the worst cases by name, how
 the error of the bare sum goes with the number of entries and with the FLOPs per layer (thin layers), and the time
 per candidate of the table against measuring (ratio, this run). A granularity whose table would hold more than
---max-entries entries is skipped, with its count. --quick runs in about a minute (numbers meaningless).
+--max-entries entries is skipped, with its count. `--entries points` builds each space's table from the entries of
+its calibration and evaluated points only (the same measurement of each entry, so the same predictions for these
+points, in minutes rather than the hours that the MobileNet space's 70,619 layer entries take). --quick runs in
+about a minute (numbers meaningless).
 """
 
 from __future__ import annotations
@@ -117,6 +120,8 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--max-entries", type=int, default=200_000)
+    parser.add_argument("--entries", choices=("space", "points"), default="space",
+                        help="table of every entry of the space within the budget, or of the evaluated points' only")
     parser.add_argument("--tables", default="runs/bench/latency")
     parser.add_argument("--quick", action="store_true",
                         help="resnet only, 5 MFLOPs, 6 points, 3 zoo models, 4 calibration networks, 5 repeats")
@@ -131,11 +136,14 @@ def main() -> None:
     for name in args.spaces:
         space = resolve_space(name).for_data(1, 28, 10)
         points = calibration_specs(space, budgets, args.points, seed=1)
+        calibration = calibration_specs(space, budgets, args.calibration)
         for granularity in args.granularity:
-            entries = space_entries(space, limits, granularity)
-            table = _build(tables / f"{name}-{args.budget}-{args.backend}-{args.threads}t-{granularity}.jsonl",
-                           entries, calibration_specs(space, budgets, args.calibration),
-                           [space_cover(space, limits)], args, granularity)
+            if args.entries == "space":
+                entries, covers = space_entries(space, limits, granularity), [space_cover(space, limits)]
+            else:
+                entries, covers = spec_entries([*points, *calibration], granularity), []
+            table = _build(tables / f"{name}-{args.budget}-{args.entries}-{args.backend}-{args.threads}t-"
+                                    f"{granularity}.jsonl", entries, calibration, covers, args, granularity)
             if table is not None:
                 _evaluate(f"space {name} within {args.budget}, {granularity}", table, points, args.backend)
     if args.zoo:
