@@ -300,3 +300,30 @@ def test_pareto_png_explains_every_mark_itself(tmp_path, monkeypatch):
     shapes = [tuple(map(tuple, c.get_paths()[0].vertices.round(3))) for c in axes.collections[1:4]]
     assert [c.get_label() for c in axes.collections[1:4]] == ["rung 0", "rung 1", "rung 2"]
     assert len(set(shapes)) == 3  # apart in grey-scale print too
+
+
+def test_pareto_png_keeps_a_far_over_budget_candidate_at_the_axis_edge(tmp_path, monkeypatch):
+    """The quick start's demo: one candidate of 770 MFLOPs over a 20 MFLOPs budget stretched the cost axis to
+    1000 MFLOPs, and every trained point sat in its left 40 %."""
+    import matplotlib.figure
+
+    from bsnas.report.plots import plot_front
+    from bsnas.search.front import SearchRecord
+
+    rungs = _rung_studies(tmp_path, 1)
+    for ticket in RUNG0[:6]:  # trained: 1 to 8 MFLOPs
+        rungs[0].add_trial(ticket)
+    rungs[0].set_user_attr("settings", {"budgets": [["flops", 10e6]]})
+    for flops in (12.0, 770.0):
+        rungs[0].add_trial(create_trial(state=TrialState.COMPLETE, values=[0.0, flops],
+                                        user_attrs={"status": "infeasible"}))
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda figure, path: drawn.append(figure))
+    plot_front(SearchRecord(rungs[0], rungs), tmp_path / "pareto.png")
+    axes = drawn[0].axes[0]
+    right = axes.get_xlim()[1]
+    assert 12.0 < right < 20.0  # 1.5x the budget (the larger of it and the costliest training), not 770
+    over = [c for c in axes.collections if c.get_label().startswith("over budget")]
+    drawn_costs = sorted(x for c in over for x, _ in c.get_offsets())
+    assert drawn_costs[0] == 12.0 and drawn_costs[1] <= right  # the far one at the edge, its label says so
+    assert any("beyond" in c.get_label() for c in over)

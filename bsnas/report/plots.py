@@ -18,6 +18,7 @@ from bsnas.search.promotion import results
 __all__ = ["RUNG_MARKERS", "plot_front", "save_figure"]
 
 RUNG_MARKERS = ("o", "s", "D", "^", "v", "p", "h", "8")  # one shape per rung (at most 8 rungs)
+EDGE = 1.5  # the cost axis ends here, times the larger of the budget and the costliest training
 
 
 def _size(rung: int) -> float:
@@ -26,7 +27,8 @@ def _size(rung: int) -> float:
 
 def plot_front(record: SearchRecord, path: str | Path) -> Path:
     """Every training (a marker per rung; zoo models ringed), a candidate's promotions as one line through
-    its rungs, the candidates over budget on the floor, the budget, the front of the top rung and its knee."""
+    its rungs, the candidates over budget on the floor (those beyond the axis at its right edge), the budget, the
+    front of the top rung and its knee."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,12 +57,22 @@ def plot_front(record: SearchRecord, path: str | Path) -> Path:
         axes.scatter([t.values[1] for _, t in zoo], [t.values[0] for _, t in zoo], s=[3 * _size(r) for r, _ in zoo],
                      marker="o", facecolors="none", edgecolors="black", linewidths=1.0, zorder=9,
                      label="zoo model (ringed)")
+    budgets = [(kind, limit) for kind, limit in record.study.user_attrs.get("settings", {}).get("budgets", [])
+               if kind == record.objective]
+    scale = 1e-6 if record.objective in ("flops", "params") else 1.0
+    shown = [t.values[1] for t in trained] + [limit * scale for _, limit in budgets]
+    edge = EDGE * max(shown) if shown else None
     infeasible = [t for t in record.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                   if t.user_attrs.get("status") == "infeasible"]
-    if infeasible:  # never trained: drawn on the floor of the plot
+    if infeasible:  # never trained: drawn on the floor of the plot; far beyond the budget, at the axis's edge
         floor = max(0.0, min((t.values[0] for t in trained), default=0.0) - 0.02)
-        axes.scatter([t.values[1] for t in infeasible], [floor] * len(infeasible), s=14, c="0.6", marker="x",
-                     label="over budget (not trained)")
+        near = [t.values[1] for t in infeasible if edge is None or t.values[1] <= edge]
+        far = len(infeasible) - len(near)
+        if near:
+            axes.scatter(near, [floor] * len(near), s=14, c="0.6", marker="x", label="over budget (not trained)")
+        if far:
+            axes.scatter([edge] * far, [floor] * far, s=22, c="0.6", marker=">",
+                         label=f"over budget, beyond {edge:g} {record.unit} ({far})")
     front = record.front()
     if front:
         axes.plot([t.values[1] for t in front], [t.values[0] for t in front], "-o", c="tab:red", lw=1.5, ms=9,
@@ -72,10 +84,8 @@ def plot_front(record: SearchRecord, path: str | Path) -> Path:
         bend = front[knee(front)]
         axes.scatter([bend.values[1]], [bend.values[0]], s=220, marker="*", c="gold", edgecolors="tab:red",
                      zorder=11, label=f"knee (trial {trial_number(bend)})")
-    for budget_kind, limit in record.study.user_attrs.get("settings", {}).get("budgets", []):
-        if budget_kind == record.objective:
-            scale = 1e-6 if budget_kind in ("flops", "params") else 1.0
-            axes.axvline(limit * scale, ls="--", c="0.3", lw=1, label=f"budget {format_cost(budget_kind, limit)}")
+    for budget_kind, limit in budgets:
+        axes.axvline(limit * scale, ls="--", c="0.3", lw=1, label=f"budget {format_cost(budget_kind, limit)}")
     axes.set_xscale("log")
     axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axes.xaxis.set_major_formatter(lambda value, _: f"{value:g}")
@@ -87,6 +97,8 @@ def plot_front(record: SearchRecord, path: str | Path) -> Path:
     axes.set_title(f"bsnas search {record.name}: {trials} trials, {len(trained)} trainings")
     axes.grid(alpha=0.3)
     axes.autoscale_view()
+    if edge is not None:
+        axes.set_xlim(right=edge * 1.05)
     axes.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return save_figure(figure, path)
 
