@@ -14,7 +14,10 @@ table whose overhead is fitted on random MobileNet points at that input. Printed
 Kendall's tau of predicted against measured, the median and 90th percentile of |error| (for the bare sum, the sum
 plus a fitted offset, and the linear fit `bsnas.latency.table.FIT` chooses between), the worst cases by name, how
 the error of the bare sum goes with the number of entries and with the FLOPs per layer (thin layers), and the time
-per candidate of the table against measuring (ratio, this run). A granularity whose table would hold more than
+per candidate of the table against measuring (ratio, this run). Machine drift: before each network, the first
+calibration network is measured again; its time over its time at the build is the drift, printed with the errors
+of the predictions scaled by it (a shared machine's speed changes within minutes; these rows show what the table
+predicts when the machine stays as it was). A granularity whose table would hold more than
 --max-entries entries is skipped, with its count. `--entries points` builds each space's table from the entries of
 its calibration and evaluated points only (the same measurement of each entry, so the same predictions for these
 points, in minutes rather than the hours that the MobileNet space's 70,619 layer entries take). --quick runs in
@@ -51,9 +54,11 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _evaluate(label: str, table, specs, backend: str) -> None:
+def _evaluate(label: str, table, specs, backend: str, reference) -> None:
+    built = next(point["measured_us"] for point in table.calibration if point["name"] == reference.name)
     rows = []
     for spec in specs:
+        drift = measure_latency_ms(reference, "cpu", backend) * 1000 / built
         start = time.perf_counter()
         network = plan(spec)
         total = table.sum_us(network, spec.name)
@@ -65,7 +70,7 @@ def _evaluate(label: str, table, specs, backend: str) -> None:
         layers = sum(isinstance(entry, Layer) for entry in entries) or 1
         rows.append({"name": spec.name, "flops": cost(spec).flops, "sum": total, "measured": measured,
                      "entries": len(entries), "flops_per_layer": cost(spec).flops / layers,
-                     "predict_s": predict_s, "measure_s": measure_s})
+                     "predict_s": predict_s, "measure_s": measure_s, "drift": drift})
     measured = [row["measured"] for row in rows]
     print(f"\n{label}: {len(rows)} networks, {table.granularity} table of {len(table.times)} entries, "
           f"{len(table.calibration)} calibration networks")
@@ -78,11 +83,18 @@ def _evaluate(label: str, table, specs, backend: str) -> None:
               f"{spearman_rho(predicted, measured):.3f}, Kendall tau {kendall_tau(predicted, measured):.3f}, "
               f"|error| median {100 * statistics.median(absolute):.1f} %, p90 {100 * _percentile(absolute, 0.9):.1f} %"
               f", mean error {100 * statistics.mean(errors):+.1f} %")
+        steady = [abs(p * row["drift"] - m) / m for p, m, row in zip(predicted, measured, rows, strict=True)]
+        print(f"    drift-corrected (x the reference's drift): Spearman rho "
+              f"{spearman_rho([p * row['drift'] for p, row in zip(predicted, rows, strict=True)], measured):.3f}, "
+              f"|error| median {100 * statistics.median(steady):.1f} %, p90 {100 * _percentile(steady, 0.9):.1f} %")
         if method == "linear":
             worst = sorted(zip(absolute, errors, rows, predicted, strict=True), key=lambda t: -t[0])[:5]
             for _, error, row, guess in worst:
                 print(f"    worst: {row['name']:40s} {row['flops'] / 1e6:7.2f} MFLOPs  measured "
                       f"{row['measured'] / 1000:7.3f} ms  predicted {guess / 1000:7.3f} ms  {100 * error:+6.1f} %")
+    drifts = [row["drift"] for row in rows]
+    print(f"  machine drift: {reference.name} measured before each network took {min(drifts):.2f}x to "
+          f"{max(drifts):.2f}x (median {statistics.median(drifts):.2f}x) its time when the table was built")
     ratio = [row["measured"] / row["sum"] for row in rows]
     rho = {key: spearman_rho(ratio, [row[key] for row in rows]) for key in ("entries", "flops_per_layer", "flops")}
     print(f"  measured / bare sum: median {statistics.median(ratio):.3f}, range {min(ratio):.3f} .. {max(ratio):.3f}; "
@@ -145,7 +157,8 @@ def main() -> None:
             table = _build(tables / f"{name}-{args.budget}-{args.entries}-{args.backend}-{args.threads}t-"
                                     f"{granularity}.jsonl", entries, calibration, covers, args, granularity)
             if table is not None:
-                _evaluate(f"space {name} within {args.budget}, {granularity}", table, points, args.backend)
+                _evaluate(f"space {name} within {args.budget}, {granularity}", table, points, args.backend,
+                          calibration[0])
     if args.zoo:
         zoo = [get_spec(name) for name in list_models(args.zoo)]
         zoo = [spec for spec in zoo if cost(spec).flops <= args.zoo_max_mflops * 1e6]
@@ -159,7 +172,7 @@ def main() -> None:
                            spec_entries([*zoo, *calibration], granularity), calibration, [], args, granularity)
             if table is not None:
                 _evaluate(f"zoo {args.zoo!r} <= {args.zoo_max_mflops:g} MFLOPs, {granularity}", table, zoo,
-                          args.backend)
+                          args.backend, calibration[0])
     sys.stdout.flush()
 
 
