@@ -156,3 +156,18 @@ def test_search_with_an_onnxruntime_latency_objective(tmp_path):
     feasible = [row for row in rows if row["status"] == "trained"]
     assert feasible and all(float(row["latency_ms"]) > 0 for row in feasible)
     assert yaml.safe_load((runs / "lat" / "search.yaml").read_text())["latency_backend"] == "onnxruntime"
+
+
+def test_export_format_follows_the_output_file_and_a_contradiction_is_refused(tmp_path, capsys):
+    """`bsnas export demo -o runs/knee.onnx` wrote ArchSpec YAML into a file named .onnx (--format defaulted to
+    yaml whatever the file was called)."""
+    onnx_file, yaml_file = tmp_path / "knee.onnx", tmp_path / "knee.yml"
+    assert main(["export", "cifar_mobilenetv1_w1d4", "-o", str(onnx_file)]) == 0
+    onnx.checker.check_model(_graph(onnx_file))
+    assert main(["export", "cifar_mobilenetv1_w1d4", "-o", str(yaml_file)]) == 0
+    assert load_spec(yaml_file) == get_spec("cifar_mobilenetv1_w1d4")
+    capsys.readouterr()
+    assert main(["export", "cifar_mobilenetv1_w1d4", "--format", "yaml", "-o", str(tmp_path / "other.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--format is yaml" in err and ".onnx" in err and "Traceback" not in err
+    assert not (tmp_path / "other.onnx").exists()

@@ -27,9 +27,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("source", metavar="SOURCE",
                         help="a training run (folder or name), a checkpoint file, a search's --name, an ArchSpec YAML "
                              "file or a zoo name")
-    parser.add_argument("--format", choices=tuple(_SUFFIX), default="yaml",
-                        help="yaml: the ArchSpec (default); onnx: the model, BatchNorm folded, checked with "
-                             "onnx.checker and against PyTorch with onnxruntime (needs bsnas[onnx])")
+    parser.add_argument("--format", choices=tuple(_SUFFIX), default=None,
+                        help="yaml: the ArchSpec (default, unless -o names a .onnx file); onnx: the model, "
+                             "BatchNorm folded, checked with onnx.checker and against PyTorch with onnxruntime "
+                             "(needs bsnas[onnx])")
     parser.add_argument("-o", "--output", default=None,
                         help="output file (default: export.yaml / model.onnx in the run's folder; for a checkpoint "
                              "file, YAML file or zoo name runs/exports/<name>.yaml|.onnx)")
@@ -46,6 +47,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise BsnasError(f"--batch-size {args.batch_size}: a fixed batch is >= 1 (leave it out for a dynamic one).")
+    args.format = _format(args.format, args.output)
     if args.format == "onnx":
         from bsnas.deploy.onnx import require_onnx
 
@@ -69,6 +71,19 @@ def run(args: argparse.Namespace) -> int:
         _write_onnx(source, output, args.batch_size)
     print(output)
     return 0
+
+
+def _format(given: str | None, output: str | None) -> str:
+    """--format, or the one the output file's suffix names (.onnx; else yaml); a suffix of the other format is
+    refused."""
+    suffix = Path(output).suffix.lower() if output else ""
+    named = {".onnx": "onnx", ".yaml": "yaml", ".yml": "yaml"}.get(suffix)
+    if given is None:
+        return named or "yaml"
+    if named is not None and named != given:
+        raise BsnasError(f"-o {output}: a {suffix} file holds {named.upper()}, but --format is {given}; drop --format "
+                         f"or name the file {_SUFFIX[given]}.")
+    return given
 
 
 def _resolve(args: argparse.Namespace) -> ModelSource:
