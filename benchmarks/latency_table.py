@@ -5,23 +5,24 @@ the zoo (numbers, not assertions).
         [--budget 100MFLOPs] [--points 100] [--granularity layer block] [--zoo '^cifar_'] [--zoo-max-mflops 100]
         [--calibration 10] [--entries space|points] [--tables runs/bench/latency] [--quick]
 
-For each space (at Fashion-MNIST's 1x28x28, 10 classes) and granularity, the table is built (`bsnas latency
-build`'s `measure_table`, resumable: a second run reuses it) within the budget, with its per-model overhead fitted
-on --calibration random points (seed 0); then --points other random points (seed 1, drawn and shrunk into the
-budget as the search does) are predicted and measured (`measure_latency_ms`, what `bsnas search --objective
-latency` measures). The zoo: every zoo model matching --zoo of at most --zoo-max-mflops at its own input, in one
-table whose overhead is fitted on random MobileNet points at that input. Printed per set: Spearman's rho and
-Kendall's tau of predicted against measured, the median and 90th percentile of |error| (for the bare sum, the sum
-plus a fitted offset, and the linear fit `bsnas.latency.table.FIT` chooses between), the worst cases by name, how
-the error of the bare sum goes with the number of entries and with the FLOPs per layer (thin layers), and the time
-per candidate of the table against measuring (ratio, this run). Machine drift: before each network, the first
-calibration network is measured again; its time over its time at the build is the drift, printed with the errors
-of the predictions scaled by it (a shared machine's speed changes within minutes; these rows show what the table
-predicts when the machine stays as it was). A granularity whose table would hold more than
---max-entries entries is skipped, with its count. `--entries points` builds each space's table from the entries of
-its calibration and evaluated points only (the same measurement of each entry, so the same predictions for these
-points, in minutes rather than the hours that the MobileNet space's 70,619 layer entries take). --quick runs in
-about a minute (numbers meaningless).
+For each space (at Fashion-MNIST's 1x28x28, 10 classes) and granularity, the table is built (`bsnas latency build`'s
+`measure_table`, resumable: a second run reuses it) within the budget, with its per-model overhead fitted on
+--calibration random points (seed 0); then --points other random points (seed 1, drawn and shrunk into the budget as
+the search does) are predicted and measured (`measure_latency_ms`, what `bsnas search --objective latency`
+measures). The zoo: every zoo model matching --zoo of at most --zoo-max-mflops at its own input, in one table whose
+overhead is fitted on random MobileNet points at that input. Printed per set: Spearman's rho and Kendall's tau of
+predicted against measured, the median and 90th percentile of |error| (for the bare sum, the sum plus a fitted
+offset, and the linear fit `bsnas.latency.table.FIT` chooses between), the worst cases by name, how the error of the
+bare sum goes with the number of entries and with the FLOPs per layer (thin layers), and the time per candidate of
+the table against measuring (ratio, this run). Machine drift: before each network, the first calibration network is
+measured again; its time over its time at the build is the drift, printed with the errors of the predictions scaled
+by it (a shared machine's speed changes within minutes; these rows show what the table predicts when the machine
+stays as it was), and the noise floor: every network measured a second time, after all of them, and the median
+difference between the two measurements (no prediction can be expected to do better). A granularity whose table
+would hold more than --max-entries entries is skipped, with its count. `--entries points` builds each space's table
+from the entries of its calibration and evaluated points only (the same measurement of each entry, so the same
+predictions for these points, in minutes rather than the hours that the MobileNet space's 70,619 layer entries
+take). --quick runs in about a minute (numbers meaningless).
 """
 
 from __future__ import annotations
@@ -72,8 +73,12 @@ def _evaluate(label: str, table, specs, backend: str, reference) -> None:
                      "entries": len(entries), "flops_per_layer": cost(spec).flops / layers,
                      "predict_s": predict_s, "measure_s": measure_s, "drift": drift})
     measured = [row["measured"] for row in rows]
+    again = [abs(measure_latency_ms(spec, "cpu", backend) * 1000 - row["measured"]) / row["measured"]
+             for spec, row in zip(specs, rows, strict=True)]
     print(f"\n{label}: {len(rows)} networks, {table.granularity} table of {len(table.times)} entries, "
           f"{len(table.calibration)} calibration networks")
+    print(f"  noise floor: the same networks measured again differ by a median {100 * statistics.median(again):.1f} %,"
+          f" p90 {100 * _percentile(again, 0.9):.1f} %")
     for method in FITS:
         overhead, scale = fit_overhead([(p["sum_us"], p["measured_us"]) for p in table.calibration], method)
         predicted = [overhead + scale * row["sum"] for row in rows]
