@@ -130,7 +130,9 @@ def test_one_rung_is_the_single_fidelity_search(tmp_path, space):
 
 
 def test_two_worker_processes_never_train_an_architecture_twice_at_a_rung(tmp_path, space, capfd):
-    config = _config(tmp_path, workers=2, trials=8, proxy_images=64, proxy_epochs=1)
+    # eta 2: any cost bin with two results promotes one, so rung 1 is reached whatever the workers' timing made of
+    # the 8 candidates (with eta 3 a run whose bins held at most two results each promoted nothing: CI failed once)
+    config = _config(tmp_path, workers=2, trials=8, eta=2, proxy_images=64, proxy_epochs=1)
     assert run_search(config, space).ok
     assert "Using an existing study" not in capfd.readouterr().err  # workers keep Optuna's info lines quiet
     record = load_record("mf", config.storage_url)
