@@ -88,9 +88,9 @@ def _evaluate(label: str, table, specs, backend: str, reference) -> None:
               f"{spearman_rho(predicted, measured):.3f}, Kendall tau {kendall_tau(predicted, measured):.3f}, "
               f"|error| median {100 * statistics.median(absolute):.1f} %, p90 {100 * _percentile(absolute, 0.9):.1f} %"
               f", mean error {100 * statistics.mean(errors):+.1f} %")
-        steady = [abs(p * row["drift"] - m) / m for p, m, row in zip(predicted, measured, rows, strict=True)]
-        print(f"    drift-corrected (x the reference's drift): Spearman rho "
-              f"{spearman_rho([p * row['drift'] for p, row in zip(predicted, rows, strict=True)], measured):.3f}, "
+        corrected = [p * row["drift"] for p, row in zip(predicted, rows, strict=True)]
+        steady = [abs(c - m) / m for c, m in zip(corrected, measured, strict=True)]
+        print(f"    drift-corrected (x the reference's drift): Spearman rho {spearman_rho(corrected, measured):.3f}, "
               f"|error| median {100 * statistics.median(steady):.1f} %, p90 {100 * _percentile(steady, 0.9):.1f} %")
         if method == "linear":
             worst = sorted(zip(absolute, errors, rows, predicted, strict=True), key=lambda t: -t[0])[:5]

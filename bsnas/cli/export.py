@@ -77,7 +77,7 @@ def _format(given: str | None, output: str | None) -> str:
     """--format, or the one the output file's suffix names (.onnx; else yaml); a suffix of the other format is
     refused."""
     suffix = Path(output).suffix.lower() if output else ""
-    named = {".onnx": "onnx", ".yaml": "yaml", ".yml": "yaml"}.get(suffix)
+    named = {".yml": "yaml", **{ending: kind for kind, ending in _SUFFIX.items()}}.get(suffix)
     if given is None:
         return named or "yaml"
     if named is not None and named != given:

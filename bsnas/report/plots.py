@@ -12,6 +12,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from bsnas.search.budget import format_cost
+from bsnas.search.config import cost_value
 from bsnas.search.front import SearchRecord, knee, trial_number
 from bsnas.search.promotion import results
 
@@ -59,8 +60,7 @@ def plot_front(record: SearchRecord, path: str | Path) -> Path:
                      label="zoo model (ringed)")
     budgets = [(kind, limit) for kind, limit in record.study.user_attrs.get("settings", {}).get("budgets", [])
                if kind == record.objective]
-    scale = 1e-6 if record.objective in ("flops", "params") else 1.0
-    shown = [t.values[1] for t in trained] + [limit * scale for _, limit in budgets]
+    shown = [t.values[1] for t in trained] + [cost_value(kind, limit) for kind, limit in budgets]
     edge = EDGE * max(shown) if shown else None
     infeasible = [t for t in record.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                   if t.user_attrs.get("status") == "infeasible"]
@@ -85,7 +85,8 @@ def plot_front(record: SearchRecord, path: str | Path) -> Path:
         axes.scatter([bend.values[1]], [bend.values[0]], s=220, marker="*", c="gold", edgecolors="tab:red",
                      zorder=11, label=f"knee (trial {trial_number(bend)})")
     for budget_kind, limit in budgets:
-        axes.axvline(limit * scale, ls="--", c="0.3", lw=1, label=f"budget {format_cost(budget_kind, limit)}")
+        axes.axvline(cost_value(budget_kind, limit), ls="--", c="0.3", lw=1,
+                     label=f"budget {format_cost(budget_kind, limit)}")
     axes.set_xscale("log")
     axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axes.xaxis.set_major_formatter(lambda value, _: f"{value:g}")
