@@ -21,6 +21,7 @@ from bsnas.errors import BsnasError
 from bsnas.latency import entries as E
 from bsnas.latency.build import calibration_specs, measure_table, space_cover, space_entries, spec_entries
 from bsnas.latency.table import FORMAT, VERSION, append_records, fit_overhead, load_table, machine_key
+from bsnas.nn.profile import torch_threads
 from bsnas.search.budget import parse_budget
 from bsnas.search.candidate import measure_latency_ms
 from bsnas.search.config import SearchConfig
@@ -150,6 +151,15 @@ def _table(path, backend="torch", threads=1, **key):
     return space
 
 
+def test_a_table_of_the_first_format_is_refused_with_one_line(tmp_path):
+    """Version 1 timed onnxruntime entries alone, each paying its own layout conversions: its sums mislead."""
+    (tmp_path / "old.jsonl").write_text(json.dumps({"format": FORMAT, "version": 1, "key": machine_key("torch", 1),
+                                                    "granularity": "layer", "timing": {}}) + "\n")
+    with pytest.raises(BsnasError, match=r"^\S*old.jsonl: latency table version 1; this bsnas reads version 2: "
+                                         r"build it again.$"):
+        load_table(tmp_path / "old.jsonl")
+
+
 def test_a_table_of_another_machine_backend_or_threads_is_refused(tmp_path):
     _table(tmp_path / "other.jsonl", cpu="Another CPU 9000")
     with pytest.raises(BsnasError, match="measured with cpu 'Another CPU 9000'"):
@@ -271,3 +281,15 @@ def test_an_onnxruntime_table_times_the_exported_layers(tmp_path):
     assert statistics.median(convs) > 0.0  # net of the run's fixed cost (the real clock: a tiny one may round to 0)
     measured = table.calibration[0]["measured_us"]
     assert measured / 3 < table.predict_us(plan(spec)) < 3 * measured  # the real clock: only a loose check here
+
+
+def test_an_onnxruntime_table_sums_a_deep_bsconv_resnet_to_its_measured_time(tmp_path):
+    """Each layer timed on its own paid its own conversions into and out of onnxruntime's blocked layout, and
+    missed its fusions with the residual add: the layers of this net summed to 1.7x its time."""
+    pytest.importorskip("onnxruntime")
+    spec = get_spec("cifar_wrn16_1_bsconvu")
+    with torch_threads(1):
+        table = measure_table(tmp_path / "ort.jsonl", spec_entries([spec]), [], [], "onnxruntime", warmup=5,
+                              repeats=25)
+        measured = min(measure_latency_ms(spec, "cpu", "onnxruntime") for _ in range(3)) * 1000
+    assert 0.8 < measured / table.sum_us(plan(spec)) < 1.25

@@ -5,25 +5,32 @@ a network: a layer's modules (built from its plan leaves by `bsnas.nn.build`) ca
 `Combine` as the tensor operation its container does, a `Call` as the call of a container module beyond the call
 of what it holds, a `Block` as the module of its plan node.
 
-onnxruntime: the entries are exported together, many to one file (an export costs about a second however small
-the model, `export_onnx_bytes`: BatchNorm folded, the deployment's opset and optimiser), cut apart again into one
-graph per entry (`onnx.utils.Extractor`) and each run in a session of its own as a deployment runs a network
-(`onnx_session`). A run's fixed cost (the call into onnxruntime), measured on a one-node graph, is taken off each
-entry, since a network pays it once (the table's per-model overhead). Inputs and outputs stay bound to
-preallocated buffers, so an entry's time holds no copy that a network does not make. A `Call`, and a layer that is
-only an identity, are no node of the exported graph and take no time.
+onnxruntime: each entry is timed between the layers that feed and read it in a network, since onnxruntime
+changes a graph as a whole: it converts convolutions to a blocked memory layout once per run of them (a lone
+layer converts its input and output itself) and fuses the residual add and the activation after it into the
+convolution before. So a depthwise 1x1 convolution is put on each input of the entry and on its output (the side
+layers; none before the network's input BatchNorm, which the image feeds), and half the time of two side layers
+in a row on that shape is taken off per side: what is left is the entry's time inside a network. Timed alone,
+the layers of the zoo's deep BSConv-U ResNets summed to 1.7 to 1.8 times the network's time. The graphs are
+exported together, many to one file (an export costs about a second however small the model,
+`export_onnx_bytes`: BatchNorm folded, the deployment's opset and optimiser), cut apart again into one graph each
+(`onnx.utils.Extractor`) and each run in a session of its own as a deployment runs a network (`onnx_session`). A
+run's fixed cost (the call into onnxruntime), measured on a one-node graph, is taken off each graph's time, since a
+network pays it once (the table's per-model overhead). Inputs and outputs stay bound to preallocated buffers, so a
+graph's time holds no copy that a network does not make. A `Call`, and a layer that is only an identity, are no
+node of the exported graph and take no time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from bsnas.arch.cost import node_cost
-from bsnas.arch.plan import Identity
-from bsnas.latency.entries import Block, Call, Combine, Entry, Layer, in_shape
+from bsnas.arch.plan import BatchNorm, Identity
+from bsnas.latency.entries import Block, Call, Combine, Entry, Layer, Shape, first_leaf, in_shape
 from bsnas.nn.build import build_node
 from bsnas.nn.layers import Concat, Gate, Seq, Sum
 from bsnas.nn.profile import median_ms, torch_threads
@@ -112,28 +119,68 @@ def _torch_times(entries: list[Entry], warmup: int, repeats: int) -> list[float]
              else median_ms(_torch_run(entry, generator), warmup, repeats)) * 1000 for entry in entries]
 
 
-def _params(entry: Entry) -> int:
-    if isinstance(entry, Layer):
-        return sum(node_cost(leaf).params for leaf in entry.leaves)
-    return node_cost(entry.node).params if isinstance(entry, Block) else 0
+class _Graph(NamedTuple):
+    """What one onnxruntime session times: a module, its inputs, and the shapes of the side layers put around it."""
+
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    sides: tuple[Shape, ...] = ()
 
 
-def _bundles(timed: list[tuple[int, Entry]]) -> Iterator[list[tuple[int, Entry]]]:
-    """(index, entry) pairs in groups of at most BUNDLE_ENTRIES entries and about BUNDLE_PARAMS parameters."""
+def _side(shape: Shape) -> nn.Module | None:
+    """The layer put on each side of an entry: a depthwise 1x1 convolution on a C x H x W tensor, none on a vector."""
+    return nn.Conv2d(shape[0], shape[0], 1, groups=shape[0]) if len(shape) == 3 else None
+
+
+class _InContext(nn.Module):
+    """An entry between a side layer on each input and one on its output (identities where there are none)."""
+
+    def __init__(self, entry: nn.Module, before: list[nn.Module | None], after: nn.Module | None):
+        super().__init__()
+        self.entry = entry
+        self.before = nn.ModuleList(layer or nn.Identity() for layer in before)
+        self.after = after or nn.Identity()
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.after(self.entry(*(layer(x) for layer, x in zip(self.before, inputs, strict=True))))
+
+
+def _in_context(entry: Entry, generator: torch.Generator) -> _Graph:
+    """The entry fed by a side layer on each input (not when it starts with a BatchNorm: only the network's input
+    BatchNorm does, fed the image) and read by one on its output."""
+    module, inputs = _module(entry), _inputs(entry, generator)
+    with torch.no_grad():
+        out = tuple(module(*inputs).shape[1:])
+    head = None if isinstance(entry, Combine) else entry.leaves[0] if isinstance(entry, Layer) else entry.node
+    fed_the_image = head is not None and isinstance(first_leaf(head), BatchNorm)
+    shapes = [tuple(x.shape[1:]) for x in inputs]
+    before = [None if fed_the_image else _side(shape) for shape in shapes]
+    after = _side(out)
+    sides = [shape for shape, layer in zip(shapes, before, strict=True) if layer is not None]
+    return _Graph(_InContext(module, before, after), inputs, (*sides, *([out] if after is not None else [])))
+
+
+def _pair(shape: Shape, generator: torch.Generator) -> _Graph:
+    """Two side layers on `shape`, one after the other: twice what a side of that shape adds to an entry."""
+    return _Graph(nn.Sequential(_side(shape), _side(shape)), (_input(shape, generator),))
+
+
+def _bundles(graphs: list[_Graph]) -> Iterator[list[_Graph]]:
+    """Graphs in groups of at most BUNDLE_ENTRIES and about BUNDLE_PARAMS parameters."""
     bundle, params = [], 0
-    for index, entry in timed:
-        size = _params(entry)
+    for graph in graphs:
+        size = sum(p.numel() for p in graph.module.parameters())
         if bundle and (len(bundle) == BUNDLE_ENTRIES or params + size > BUNDLE_PARAMS):
             yield bundle
             bundle, params = [], 0
-        bundle.append((index, entry))
+        bundle.append(graph)
         params += size
     if bundle:
         yield bundle
 
 
 class _Bundle(nn.Module):
-    """Many entries side by side: each takes its own inputs and gives its own output."""
+    """Many graphs side by side: each takes its own inputs and gives its own output."""
 
     def __init__(self, parts: list[nn.Module], arity: list[int]):
         super().__init__()
@@ -172,7 +219,7 @@ def _bound_run(data: bytes, inputs: tuple[torch.Tensor, ...], threads: int) -> C
 
 def _call_cost_ms(threads: int, warmup: int, repeats: int) -> float:
     """The fixed cost of one onnxruntime run: a graph of one identity node on one number (a few microseconds, so
-    measured at least CALL_REPEATS times: every entry's time is net of it)."""
+    measured at least CALL_REPEATS times: every graph's time is net of it)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -187,26 +234,41 @@ def _call_cost_ms(threads: int, warmup: int, repeats: int) -> float:
                      max(repeats, CALL_REPEATS))
 
 
-def _onnx_times(entries: list[Entry], threads: int, warmup: int, repeats: int) -> list[float]:
+def _graph_times(graphs: list[_Graph], threads: int, warmup: int, repeats: int) -> list[float]:
+    """Microseconds of one onnxruntime run of each graph, less the fixed cost of a run: exported many to a file
+    and cut apart again (`onnx.utils.Extractor`), each timed in a session of its own."""
     import onnx
     import onnx.utils
 
-    from bsnas.deploy.onnx import export_onnx_bytes, require_onnx
+    from bsnas.deploy.onnx import export_onnx_bytes
+
+    call = _call_cost_ms(threads, warmup, repeats)
+    times = []
+    for bundle in _bundles(graphs):
+        names = [[f"x{i}_{j}" for j in range(len(graph.inputs))] for i, graph in enumerate(bundle)]
+        model = _Bundle([graph.module for graph in bundle], [len(graph.inputs) for graph in bundle])
+        data = export_onnx_bytes(model, tuple(x for graph in bundle for x in graph.inputs),
+                                 [name for group in names for name in group], [f"y{i}" for i in range(len(bundle))])
+        extractor = onnx.utils.Extractor(onnx.load_from_string(data))
+        for i, graph in enumerate(bundle):
+            part = extractor.extract_model(names[i], [f"y{i}"]).SerializeToString()
+            times.append((median_ms(_bound_run(part, graph.inputs, threads), warmup, repeats) - call) * 1000)
+    return times
+
+
+def _onnx_times(entries: list[Entry], threads: int, warmup: int, repeats: int) -> list[float]:
+    from bsnas.deploy.onnx import require_onnx
 
     require_onnx()
     generator = torch.Generator().manual_seed(0)
-    call = _call_cost_ms(threads, warmup, repeats)
+    timed = [index for index, entry in enumerate(entries) if _takes_time_in_onnx(entry)]
+    graphs = [_in_context(entries[index], generator) for index in timed]
+    shapes = sorted({shape for graph in graphs for shape in graph.sides})
+    measured = _graph_times([*graphs, *(_pair(shape, generator) for shape in shapes)], threads, warmup, repeats)
+    side = {shape: pair / 2 for shape, pair in zip(shapes, measured[len(graphs):], strict=True)}
     times = [0.0] * len(entries)
-    for bundle in _bundles([(index, entry) for index, entry in enumerate(entries) if _takes_time_in_onnx(entry)]):
-        inputs = [_inputs(entry, generator) for _, entry in bundle]
-        names = [[f"x{i}_{j}" for j in range(len(given))] for i, given in enumerate(inputs)]
-        model = _Bundle([_module(entry) for _, entry in bundle], [len(given) for given in inputs])
-        data = export_onnx_bytes(model, tuple(x for given in inputs for x in given),
-                                 [name for group in names for name in group], [f"y{i}" for i in range(len(bundle))])
-        extractor = onnx.utils.Extractor(onnx.load_from_string(data))
-        for i, ((index, _), given) in enumerate(zip(bundle, inputs, strict=True)):
-            part = extractor.extract_model(names[i], [f"y{i}"]).SerializeToString()
-            times[index] = max(0.0, median_ms(_bound_run(part, given, threads), warmup, repeats) - call) * 1000
+    for index, graph, us in zip(timed, graphs, measured[:len(graphs)], strict=True):
+        times[index] = max(0.0, us - sum(side[shape] for shape in graph.sides))
     return times
 
 

@@ -38,7 +38,7 @@ __all__ = ["FORMAT", "FIT", "LatencyTable", "append_records", "fit_overhead", "l
            "space_digest"]
 
 FORMAT = "bsnas-latency-table"
-VERSION = 1
+VERSION = 2  # 2: onnxruntime entries timed between side layers (version 1 timed them alone)
 FIT = "offset"  # how the per-model overhead is fitted on the calibration networks: offset | linear | none
 
 
