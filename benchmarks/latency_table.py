@@ -7,22 +7,22 @@ the zoo (numbers, not assertions).
 
 For each space (at Fashion-MNIST's 1x28x28, 10 classes) and granularity, the table is built (`bsnas latency build`'s
 `measure_table`, resumable: a second run reuses it) within the budget, with its per-model overhead fitted on
---calibration random points (seed 0); then --points other random points (seed 1, drawn and shrunk into the budget as
-the search does) are predicted and measured (`measure_latency_ms`, what `bsnas search --objective latency`
-measures). The zoo: every zoo model matching --zoo of at most --zoo-max-mflops at its own input, in one table whose
-overhead is fitted on random MobileNet points at that input. Printed per set: Spearman's rho and Kendall's tau of
-predicted against measured, the median and 90th percentile of |error| (for the bare sum, the sum plus a fitted
+--calibration random points (seed 0); then --points other random points (seed 1, drawn and shrunk into the budget as the
+search does) are measured once (`latency_runner`, what `bsnas search --objective latency` measures) and predicted by
+each granularity's table. The zoo: every zoo model matching --zoo of at most --zoo-max-mflops at its own input, in one
+table whose overhead is fitted on random MobileNet points at that input. Printed per set: Spearman's rho and Kendall's
+tau of predicted against measured, the median and 90th percentile of |error| (for the bare sum, the sum plus a fitted
 offset, and the linear fit `bsnas.latency.table.FIT` chooses between), the worst cases by name, how the error of the
-bare sum goes with the number of entries and with the FLOPs per layer (thin layers), and the time per candidate of
-the table against measuring (ratio, this run). Machine drift: before each network, the first calibration network is
-measured again; its time over its time at the build is the drift, printed with the errors of the predictions scaled
-by it (a shared machine's speed changes within minutes; these rows show what the table predicts when the machine
-stays as it was), and the noise floor: every network measured a second time, after all of them, and the median
-difference between the two measurements (no prediction can be expected to do better). A granularity whose table
-would hold more than --max-entries entries is skipped, with its count. `--entries points` builds each space's table
-from the entries of its calibration and evaluated points only (the same measurement of each entry, so the same
-predictions for these points, in minutes rather than the hours that the MobileNet space's 70,619 layer entries
-take). --quick runs in about a minute (numbers meaningless).
+bare sum goes with the number of entries and with the FLOPs per layer (thin layers), and the time per candidate of the
+table against measuring (ratio, this run). Machine drift: before each network, the first calibration network is measured
+again; its time over its time at the build is the drift, printed with the errors of the predictions scaled by it (a
+shared machine's speed changes within minutes; these rows show what the table predicts when the machine stays as it
+was), and the noise floor: every network measured a second time, after all of them, and the median difference between
+the two measurements (no prediction can be expected to do better). A granularity whose table would hold more than
+--max-entries entries is skipped, with its count. `--entries points` builds each space's table from the entries of its
+calibration and evaluated points only (the same measurement of each entry, so the same predictions for these points, in
+minutes rather than the hours that the MobileNet space's 70,619 layer entries take). --quick runs in about a minute
+(numbers meaningless).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from bsnas.latency.build import calibration_specs, measure_table, space_cover, s
 from bsnas.latency.entries import Layer, network_entries
 from bsnas.latency.table import fit_overhead
 from bsnas.search.budget import parse_budget
-from bsnas.search.candidate import measure_latency_ms
+from bsnas.search.candidate import latency_runner
 from bsnas.search.ranking import kendall_tau, spearman_rho
 from bsnas.space.load import resolve_space
 
@@ -55,26 +55,37 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _evaluate(label: str, table, specs, backend: str, reference) -> None:
+def _measure(specs, backend: str, reference) -> list[dict]:
+    """Each network measured as the search measures it (`latency_runner`: built and exported once, timed), with the
+    probe (`reference`, built once) timed just before it, and timed a second time after all of them."""
+    probe = latency_runner(reference, "cpu", backend)
+    rows, runners = [], []
+    for spec in specs:
+        probe_us = probe() * 1000
+        start = time.perf_counter()
+        runners.append(latency_runner(spec, "cpu", backend))
+        measured = runners[-1]() * 1000
+        rows.append({"spec": spec, "measured": measured, "measure_s": time.perf_counter() - start,
+                     "probe": probe_us, "flops": cost(spec).flops})
+    for row, runner in zip(rows, runners, strict=True):
+        row["again"] = runner() * 1000
+    return rows
+
+
+def _evaluate(label: str, table, measured_rows: list[dict], backend: str, reference) -> None:
     built = next(point["measured_us"] for point in table.calibration if point["name"] == reference.name)
     rows = []
-    for spec in specs:
-        drift = measure_latency_ms(reference, "cpu", backend) * 1000 / built
+    for row in measured_rows:
         start = time.perf_counter()
-        network = plan(spec)
-        total = table.sum_us(network, spec.name)
+        network = plan(row["spec"])
+        total = table.sum_us(network, row["spec"].name)
         predict_s = time.perf_counter() - start
-        start = time.perf_counter()
-        measured = measure_latency_ms(spec, "cpu", backend) * 1000
-        measure_s = time.perf_counter() - start
         entries = network_entries(network, table.granularity)
         layers = sum(isinstance(entry, Layer) for entry in entries) or 1
-        rows.append({"name": spec.name, "flops": cost(spec).flops, "sum": total, "measured": measured,
-                     "entries": len(entries), "flops_per_layer": cost(spec).flops / layers,
-                     "predict_s": predict_s, "measure_s": measure_s, "drift": drift})
+        rows.append({**row, "name": row["spec"].name, "sum": total, "entries": len(entries),
+                     "flops_per_layer": row["flops"] / layers, "predict_s": predict_s, "drift": row["probe"] / built})
     measured = [row["measured"] for row in rows]
-    again = [abs(measure_latency_ms(spec, "cpu", backend) * 1000 - row["measured"]) / row["measured"]
-             for spec, row in zip(specs, rows, strict=True)]
+    again = [abs(row["again"] - row["measured"]) / row["measured"] for row in rows]
     print(f"\n{label}: {len(rows)} networks, {table.granularity} table of {len(table.times)} entries, "
           f"{len(table.calibration)} calibration networks")
     print(f"  noise floor: the same networks measured again differ by a median {100 * statistics.median(again):.1f} %,"
@@ -109,6 +120,17 @@ def _evaluate(label: str, table, specs, backend: str, reference) -> None:
     measure = statistics.median(row["measure_s"] for row in rows) * 1000
     print(f"  time per candidate: table {predict:.3f} ms, measuring {measure:.1f} ms ({backend}); "
           f"x{measure / predict:,.0f}")
+
+
+def _compare(label: str, built: dict, specs, backend: str, reference) -> None:
+    """The networks measured once, then predicted by each table that was built."""
+    tables = {granularity: table for granularity, table in built.items() if table is not None}
+    if not tables:
+        return
+    print(f"\n{label}: measuring {len(specs)} networks", flush=True)
+    rows = _measure(specs, backend, reference)
+    for granularity, table in tables.items():
+        _evaluate(f"{label}, {granularity}", table, rows, backend, reference)
 
 
 def _build(path: Path, entries, calibration, covers, args, granularity: str):
@@ -154,16 +176,16 @@ def main() -> None:
         space = resolve_space(name).for_data(1, 28, 10)
         points = calibration_specs(space, budgets, args.points, seed=1)
         calibration = calibration_specs(space, budgets, args.calibration)
+        built = {}
         for granularity in args.granularity:
             if args.entries == "space":
                 entries, covers = space_entries(space, limits, granularity), [space_cover(space, limits)]
             else:
                 entries, covers = spec_entries([*points, *calibration], granularity), []
-            table = _build(tables / f"{name}-{args.budget}-{args.entries}-{args.backend}-{args.threads}t-"
-                                    f"{granularity}.jsonl", entries, calibration, covers, args, granularity)
-            if table is not None:
-                _evaluate(f"space {name} within {args.budget}, {granularity}", table, points, args.backend,
-                          calibration[0])
+            built[granularity] = _build(tables / f"{name}-{args.budget}-{args.entries}-{args.backend}-"
+                                                 f"{args.threads}t-{granularity}.jsonl", entries, calibration, covers,
+                                        args, granularity)
+        _compare(f"space {name} within {args.budget}", built, points, args.backend, calibration[0])
     if args.zoo:
         zoo = [get_spec(name) for name in list_models(args.zoo)]
         zoo = [spec for spec in zoo if cost(spec).flops <= args.zoo_max_mflops * 1e6]
@@ -172,12 +194,10 @@ def main() -> None:
         size = zoo[0].input_size if zoo else (3, 32, 32)
         reference = resolve_space("mobilenet").for_data(size[0], size[1], zoo[0].num_classes if zoo else 10)
         calibration = calibration_specs(reference, (parse_budget(f"{args.zoo_max_mflops}MFLOPs"),), args.calibration)
-        for granularity in args.granularity:
-            table = _build(tables / f"zoo-{args.backend}-{args.threads}t-{granularity}.jsonl",
-                           spec_entries([*zoo, *calibration], granularity), calibration, [], args, granularity)
-            if table is not None:
-                _evaluate(f"zoo {args.zoo!r} <= {args.zoo_max_mflops:g} MFLOPs, {granularity}", table, zoo,
-                          args.backend, calibration[0])
+        built = {granularity: _build(tables / f"zoo-{args.backend}-{args.threads}t-{granularity}.jsonl",
+                                     spec_entries([*zoo, *calibration], granularity), calibration, [], args,
+                                     granularity) for granularity in args.granularity}
+        _compare(f"zoo {args.zoo!r} <= {args.zoo_max_mflops:g} MFLOPs", built, zoo, args.backend, calibration[0])
     sys.stdout.flush()
 
 

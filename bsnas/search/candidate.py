@@ -13,7 +13,7 @@ import torch
 from bsnas.arch.cost import cost
 from bsnas.arch.plan import PlanError
 from bsnas.arch.spec import ArchSpec
-from bsnas.deploy.onnx import measure_onnx_latency
+from bsnas.deploy.onnx import measure_onnx_latency, onnx_bytes
 from bsnas.latency.table import load_table
 from bsnas.nn.build import build_model
 from bsnas.nn.profile import measure_latency
@@ -23,7 +23,7 @@ from bsnas.space.decode import SearchSpace
 if TYPE_CHECKING:
     from bsnas.search.config import SearchConfig
 
-__all__ = ["Candidate", "latency_function", "measure_candidate", "measure_latency_ms", "over_budget"]
+__all__ = ["Candidate", "latency_function", "latency_runner", "measure_candidate", "measure_latency_ms", "over_budget"]
 
 
 @dataclass
@@ -51,16 +51,22 @@ def over_budget(candidate_costs: dict[str, float | None], budgets: tuple[Budget,
     return "; ".join(reasons)
 
 
-def measure_latency_ms(spec: ArchSpec, device: str = "cpu", backend: str = "torch") -> float:
-    """Median forward time of one image (batch 1, eval mode) with this process's torch threads: PyTorch on `device`,
-    or onnxruntime on the CPU (the exported file as a deployment runs it)."""
+def latency_runner(spec: ArchSpec, device: str = "cpu", backend: str = "torch") -> Callable[[], float]:
+    """The spec built (and exported, for onnxruntime) once: each call measures the median forward time of one
+    image (batch 1, eval mode) in milliseconds, with this process's torch threads, in PyTorch on `device` or in
+    onnxruntime on the CPU (the exported file as a deployment runs it)."""
     model = build_model(spec)
     threads = torch.get_num_threads()
     if backend == "onnxruntime":
-        return measure_onnx_latency(model, spec.input_size, 1, threads, warmup=3, repeats=15).median_ms
-    result = measure_latency(model, spec.input_size, 1, device if device != "auto" else "cpu", threads=threads,
-                             warmup=3, repeats=15)
-    return result.median_ms
+        data = onnx_bytes(model, spec.input_size)
+        return lambda: measure_onnx_latency(data, spec.input_size, 1, threads, warmup=3, repeats=15).median_ms
+    device = device if device != "auto" else "cpu"
+    return lambda: measure_latency(model, spec.input_size, 1, device, threads=threads, warmup=3, repeats=15).median_ms
+
+
+def measure_latency_ms(spec: ArchSpec, device: str = "cpu", backend: str = "torch") -> float:
+    """The latency of a spec measured once, as `latency_runner` measures it (what a search measures)."""
+    return latency_runner(spec, device, backend)()
 
 
 def latency_function(config: SearchConfig, space: SearchSpace) -> Callable[[ArchSpec], float] | None:
