@@ -107,7 +107,8 @@ def _evaluate(label: str, table, measured_rows: list[dict], backend: str, refere
             worst = sorted(zip(absolute, errors, rows, predicted, strict=True), key=lambda t: -t[0])[:5]
             for _, error, row, guess in worst:
                 print(f"    worst: {row['name']:40s} {row['flops'] / 1e6:7.2f} MFLOPs  measured "
-                      f"{row['measured'] / 1000:7.3f} ms  predicted {guess / 1000:7.3f} ms  {100 * error:+6.1f} %")
+                      f"{row['measured'] / 1000:7.3f} ms (again {row['again'] / 1000:7.3f} ms)  predicted "
+                      f"{guess / 1000:7.3f} ms  {100 * error:+6.1f} %")
     drifts = [row["drift"] for row in rows]
     print(f"  machine drift: {reference.name} measured before each network took {min(drifts):.2f}x to "
           f"{max(drifts):.2f}x (median {statistics.median(drifts):.2f}x) its time when the table was built")

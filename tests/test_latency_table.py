@@ -283,13 +283,23 @@ def test_an_onnxruntime_table_times_the_exported_layers(tmp_path):
     assert measured / 3 < table.predict_us(plan(spec)) < 3 * measured  # the real clock: only a loose check here
 
 
-def test_an_onnxruntime_table_sums_a_deep_bsconv_resnet_to_its_measured_time(tmp_path):
+@pytest.mark.parametrize(("name", "granularity"), [("cifar_wrn16_1_bsconvu", "layer"),
+                                                   ("cifar_preresnet56_bsconvu", "block")])
+def test_an_onnxruntime_table_sums_a_deep_bsconv_resnet_to_its_measured_time(tmp_path, name, granularity):
     """Each layer timed on its own paid its own conversions into and out of onnxruntime's blocked layout, and
-    missed its fusions with the residual add: the layers of this net summed to 1.7x its time."""
+    missed its fusions with the residual add: the layers of the WRN summed to 1.6x its time. A pre-activation
+    block (it starts with a BatchNorm) was timed without the layer that feeds it: 1.25x. The real clock of a
+    shared machine: a second try when a slow spell of the machine took the first out of bounds."""
     pytest.importorskip("onnxruntime")
-    spec = get_spec("cifar_wrn16_1_bsconvu")
+    spec = get_spec(name)
+    entries = spec_entries([spec], granularity)
+    ratios = []
     with torch_threads(1):
-        table = measure_table(tmp_path / "ort.jsonl", spec_entries([spec]), [], [], "onnxruntime", warmup=5,
-                              repeats=25)
-        measured = min(measure_latency_ms(spec, "cpu", "onnxruntime") for _ in range(3)) * 1000
-    assert 0.8 < measured / table.sum_us(plan(spec)) < 1.25
+        for attempt in range(2):
+            table = measure_table(tmp_path / f"ort{attempt}.jsonl", entries, [], [], "onnxruntime",
+                                  granularity=granularity, warmup=5, repeats=25)
+            measured = min(measure_latency_ms(spec, "cpu", "onnxruntime") for _ in range(3)) * 1000
+            ratios.append(measured / table.sum_us(plan(spec)))
+            if 0.85 < ratios[-1] < 1.2:
+                break
+    assert 0.85 < ratios[-1] < 1.2, ratios

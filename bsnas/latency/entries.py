@@ -40,7 +40,7 @@ from bsnas.arch.plan import (
 from bsnas.errors import BsnasError
 
 __all__ = ["GRANULARITIES", "Shape", "Layer", "Combine", "Call", "Block", "Entry", "network_entries",
-           "node_entries", "entry_key", "describe_entry", "first_leaf", "in_shape"]
+           "node_entries", "entry_key", "describe_entry", "in_shape"]
 
 GRANULARITIES = ("layer", "block")
 Shape = tuple[int, ...]  # (C, H, W) of one image, or (features,) after the flatten
@@ -97,17 +97,11 @@ def _leaf_out(leaf: Node, shape: Shape) -> Shape:
     return shape  # BatchNorm, activation, identity
 
 
-def first_leaf(node: Node) -> Node:
-    """The leaf a plan node's input goes to first."""
-    while type(node) not in _LEAVES:
-        node = node.body if type(node) is Gate else (node.children if type(node) is Seq else node.branches)[0][1]
-    return node
-
-
 def in_shape(node: Node) -> Shape:
     """The input shape of a plan node: its first leaf's (an identity's size is not in the plan and does not
     matter: 1 x 1)."""
-    node = first_leaf(node)
+    while type(node) not in _LEAVES:
+        node = node.body if type(node) is Gate else (node.children if type(node) is Seq else node.branches)[0][1]
     kind = type(node)
     if kind is Conv:
         return (node.in_channels, *node.in_size)

@@ -9,8 +9,9 @@ onnxruntime: each entry is timed between the layers that feed and read it in a n
 changes a graph as a whole: it converts convolutions to a blocked memory layout once per run of them (a lone
 layer converts its input and output itself) and fuses the residual add and the activation after it into the
 convolution before. So a depthwise 1x1 convolution is put on each input of the entry and on its output (the side
-layers; none before the network's input BatchNorm, which the image feeds), and half the time of two side layers
-in a row on that shape is taken off per side: what is left is the entry's time inside a network. Timed alone,
+layers), and half the time of two side layers in a row on that shape is taken off per side: what is left is the
+entry's time inside a network. (The network's input BatchNorm is folded into the side layer before it, and so
+timed at about nothing; it is in every network, and the per-model overhead holds it.) Timed alone,
 the layers of the zoo's deep BSConv-U ResNets summed to 1.7 to 1.8 times the network's time. The graphs are
 exported together, many to one file (an export costs about a second however small the model,
 `export_onnx_bytes`: BatchNorm folded, the deployment's opset and optimiser), cut apart again into one graph each
@@ -29,8 +30,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from bsnas.arch.plan import BatchNorm, Identity
-from bsnas.latency.entries import Block, Call, Combine, Entry, Layer, Shape, first_leaf, in_shape
+from bsnas.arch.plan import Identity
+from bsnas.latency.entries import Block, Call, Combine, Entry, Layer, Shape, in_shape
 from bsnas.nn.build import build_node
 from bsnas.nn.layers import Concat, Gate, Seq, Sum
 from bsnas.nn.profile import median_ms, torch_threads
@@ -146,15 +147,12 @@ class _InContext(nn.Module):
 
 
 def _in_context(entry: Entry, generator: torch.Generator) -> _Graph:
-    """The entry fed by a side layer on each input (not when it starts with a BatchNorm: only the network's input
-    BatchNorm does, fed the image) and read by one on its output."""
+    """The entry fed by a side layer on each input and read by one on its output."""
     module, inputs = _module(entry), _inputs(entry, generator)
     with torch.no_grad():
         out = tuple(module(*inputs).shape[1:])
-    head = None if isinstance(entry, Combine) else entry.leaves[0] if isinstance(entry, Layer) else entry.node
-    fed_the_image = head is not None and isinstance(first_leaf(head), BatchNorm)
     shapes = [tuple(x.shape[1:]) for x in inputs]
-    before = [None if fed_the_image else _side(shape) for shape in shapes]
+    before = [_side(shape) for shape in shapes]
     after = _side(out)
     sides = [shape for shape, layer in zip(shapes, before, strict=True) if layer is not None]
     return _Graph(_InContext(module, before, after), inputs, (*sides, *([out] if after is not None else [])))
