@@ -12,7 +12,7 @@ convolution before. So a depthwise 1x1 convolution is put on each input of the e
 layers), and half the time of two side layers in a row on that shape is taken off per side: what is left is the
 entry's time inside a network. (The network's input BatchNorm is folded into the side layer before it, and so
 timed at about nothing; it is in every network, and the per-model overhead holds it.) Timed alone,
-the layers of the zoo's deep BSConv-U ResNets summed to 1.7 to 1.8 times the network's time. The graphs are
+the layers of the zoo's deep BSConv-U ResNets summed to 1.6 to 1.7 times the network's time. The graphs are
 exported together, many to one file (an export costs about a second however small the model,
 `export_onnx_bytes`: BatchNorm folded, the deployment's opset and optimiser), cut apart again into one graph each
 (`onnx.utils.Extractor`) and each run in a session of its own as a deployment runs a network (`onnx_session`). A
@@ -139,8 +139,8 @@ class _InContext(nn.Module):
     def __init__(self, entry: nn.Module, before: list[nn.Module | None], after: nn.Module | None):
         super().__init__()
         self.entry = entry
-        self.before = nn.ModuleList(layer or nn.Identity() for layer in before)
-        self.after = after or nn.Identity()
+        self.before = nn.ModuleList(nn.Identity() if layer is None else layer for layer in before)
+        self.after = nn.Identity() if after is None else after
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.after(self.entry(*(layer(x) for layer, x in zip(self.before, inputs, strict=True))))
@@ -151,11 +151,10 @@ def _in_context(entry: Entry, generator: torch.Generator) -> _Graph:
     module, inputs = _module(entry), _inputs(entry, generator)
     with torch.no_grad():
         out = tuple(module(*inputs).shape[1:])
-    shapes = [tuple(x.shape[1:]) for x in inputs]
-    before = [_side(shape) for shape in shapes]
-    after = _side(out)
-    sides = [shape for shape, layer in zip(shapes, before, strict=True) if layer is not None]
-    return _Graph(_InContext(module, before, after), inputs, (*sides, *([out] if after is not None else [])))
+    shapes = [*(tuple(x.shape[1:]) for x in inputs), out]
+    layers = [_side(shape) for shape in shapes]
+    sides = tuple(shape for shape, layer in zip(shapes, layers, strict=True) if layer is not None)
+    return _Graph(_InContext(module, layers[:-1], layers[-1]), inputs, sides)
 
 
 def _pair(shape: Shape, generator: torch.Generator) -> _Graph:
